@@ -1,0 +1,4 @@
+//! `baton-agent-nlu`: intent and entities from a question.
+fn main() {
+    baton_agents::cli::main("nlu", || Ok(baton_agents::workers::Nlu));
+}

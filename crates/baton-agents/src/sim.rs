@@ -1,0 +1,96 @@
+//! The simulation agent (`baton-agent-sim`): returns its task input as output, and fails,
+//! hangs or misbehaves on demand, for tests, benchmarks and failure demos.
+//!
+//! It reads `sim` from the task input, or from `input.sim` under the default mapping (so a
+//! `sim` in the job input applies to every step):
+//! `{"sleep_ms": N, "fail": "error|timeout|invalid", "fail_attempts": K}` sleeps N ms, then
+//! fails the first K attempts of each step the given way (all attempts when K is missing):
+//! `error` returns a retryable error, `timeout` never answers, `invalid` returns an output
+//! that is not the step's input (a string), which breaks any output schema.
+
+use std::time::Duration;
+
+use baton_worker::{Agent, AgentError, Task};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+/// How the simulation behaves.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimSpec {
+    #[serde(default)]
+    pub sleep_ms: u64,
+    #[serde(default)]
+    pub fail: Option<FailMode>,
+    #[serde(default)]
+    pub fail_attempts: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailMode {
+    Error,
+    Timeout,
+    Invalid,
+}
+
+impl SimSpec {
+    /// The spec in a task input, if any.
+    pub fn of(input: &Value) -> Result<Self, String> {
+        match input.get("sim").or_else(|| input.pointer("/input/sim")) {
+            None | Some(Value::Null) => Ok(Self::default()),
+            Some(spec) => {
+                serde_json::from_value(spec.clone()).map_err(|e| format!("bad sim spec: {e}"))
+            }
+        }
+    }
+
+    /// The failure to inject on `attempt`, if any.
+    pub fn failure_on(&self, attempt: u32) -> Option<FailMode> {
+        let fail = self.fail?;
+        (attempt <= self.fail_attempts.unwrap_or(u32::MAX)).then_some(fail)
+    }
+}
+
+/// The simulation agent.
+#[derive(Debug, Default)]
+pub struct Sim;
+
+impl Agent for Sim {
+    async fn process(&self, task: Task) -> Result<Value, AgentError> {
+        let spec = SimSpec::of(&task.input).map_err(AgentError::fatal)?;
+        if spec.sleep_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(spec.sleep_ms)).await;
+        }
+        match spec.failure_on(task.attempt) {
+            None => Ok(task.input),
+            Some(FailMode::Error) => Err(AgentError::retryable(format!(
+                "sim: injected failure on attempt {} of step {}",
+                task.attempt, task.step_id
+            ))),
+            Some(FailMode::Timeout) => std::future::pending().await,
+            Some(FailMode::Invalid) => Ok(json!("sim: invalid output")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spec_is_read_from_the_input_or_the_job_input() {
+        let direct = json!({"sim": {"fail": "error", "fail_attempts": 2}});
+        let mapped = json!({"input": {"sim": {"fail": "error", "fail_attempts": 2}}, "needs": {}});
+        for input in [direct, mapped] {
+            let spec = SimSpec::of(&input).unwrap();
+            assert_eq!(spec.failure_on(1), Some(FailMode::Error));
+            assert_eq!(spec.failure_on(2), Some(FailMode::Error));
+            assert_eq!(spec.failure_on(3), None);
+        }
+        assert_eq!(SimSpec::of(&json!({"x": 1})).unwrap(), SimSpec::default());
+        assert!(SimSpec::of(&json!({"sim": {"fail": "explode"}})).is_err());
+        let always = SimSpec::of(&json!({"sim": {"fail": "timeout"}})).unwrap();
+        assert_eq!(always.failure_on(1000), Some(FailMode::Timeout));
+    }
+}

@@ -1,0 +1,198 @@
+//! `baton submit` and `baton status`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, anyhow};
+use baton_protocol::messages::{JobStatus, StatusReply, StatusRequest, SubmitReply, SubmitRequest};
+use baton_protocol::{Limits, Plan, subject};
+use clap::Args;
+use futures::StreamExt;
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::ConfigError;
+use crate::client::{Client, json_arg};
+
+#[derive(Debug, Args)]
+pub struct SubmitArgs {
+    /// Plan file, JSON or YAML (`-` reads stdin).
+    pub plan: PathBuf,
+    /// Job input, as JSON.
+    #[arg(long)]
+    pub input: Option<String>,
+    /// A repeated submit with the same key returns the same job.
+    #[arg(long)]
+    pub idempotency_key: Option<String>,
+    /// Publish durably to `baton.jobs.enqueue` (stored even while no coordinator runs)
+    /// instead of request/reply; the job is followed by its idempotency key.
+    #[arg(long)]
+    pub durable: bool,
+    /// Wait until the job ends or escalates, then print its status.
+    #[arg(long)]
+    pub wait: bool,
+    /// Longest wait with --wait, in seconds.
+    #[arg(long, default_value_t = 300)]
+    pub timeout_secs: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Job id.
+    #[arg(required_unless_present = "idempotency_key")]
+    pub job: Option<Uuid>,
+    /// Look the job up by its idempotency key instead.
+    #[arg(long, conflicts_with = "job")]
+    pub idempotency_key: Option<String>,
+}
+
+/// Reads a plan file (JSON or YAML) and checks it locally, so a bad plan fails before
+/// anything is sent. The coordinator checks again: it trusts no client.
+pub(crate) fn read_plan(path: &std::path::Path) -> anyhow::Result<Value> {
+    let text = if path.as_os_str() == "-" {
+        std::io::read_to_string(std::io::stdin()).context("cannot read the plan from stdin")?
+    } else {
+        std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("cannot read plan {}: {e}", path.display())))?
+    };
+    let plan: Value = serde_yaml_ng::from_str(&text)
+        .map_err(|e| ConfigError(format!("plan {} is not JSON or YAML: {e}", path.display())))?;
+    Plan::from_value(plan.clone(), &Limits::default()).map_err(|e| {
+        ConfigError(format!(
+            "invalid plan {}: {e} ({})",
+            path.display(),
+            e.code()
+        ))
+    })?;
+    Ok(plan)
+}
+
+pub(crate) async fn submit(nats_url: &str, args: SubmitArgs) -> anyhow::Result<i32> {
+    let plan = read_plan(&args.plan)?;
+    let input = match &args.input {
+        Some(raw) => json_arg("--input", raw)?,
+        None => Value::Null,
+    };
+    let client = Client::connect(nats_url).await?;
+    let timeout = Duration::from_secs(args.timeout_secs);
+    if args.durable {
+        let key = args
+            .idempotency_key
+            .unwrap_or_else(|| Uuid::now_v7().to_string());
+        let request = SubmitRequest {
+            plan,
+            input,
+            idempotency_key: Some(key.clone()),
+        };
+        let js = async_nats::jetstream::new(client.nats.clone());
+        js.publish(subject::ENQUEUE, serde_json::to_vec(&request)?.into())
+            .await
+            .context("durable publish failed")?
+            .await
+            .context("the broker did not store the submission (is the BATON_JOBS stream there?)")?;
+        println!("enqueued with idempotency key {key}");
+        if !args.wait {
+            return Ok(0);
+        }
+        let job = wait_for_key(&client, &key, timeout).await?;
+        return finish(&client, job, timeout).await;
+    }
+    let request = SubmitRequest {
+        plan,
+        input,
+        idempotency_key: args.idempotency_key,
+    };
+    let reply: SubmitReply = client.request(subject::SUBMIT, &request).await?;
+    println!("{}", reply.job_id);
+    if !args.wait {
+        return Ok(0);
+    }
+    finish(&client, reply.job_id, timeout).await
+}
+
+async fn finish(client: &Client, job: Uuid, timeout: Duration) -> anyhow::Result<i32> {
+    let status = wait(client, job, timeout).await?;
+    println!("{}", serde_json::to_string_pretty(&status)?);
+    Ok(exit_code(status.status))
+}
+
+/// 0 succeeded, 1 failed or cancelled, 2 escalated (waiting for a human).
+fn exit_code(status: JobStatus) -> i32 {
+    match status {
+        JobStatus::Succeeded => 0,
+        JobStatus::Escalated => 2,
+        _ => 1,
+    }
+}
+
+/// Waits until the job ends or escalates: listens to its events, and reads its status
+/// after subscribing (so an end that came first is not missed) and after each event.
+pub(crate) async fn wait(
+    client: &Client,
+    job: Uuid,
+    timeout: Duration,
+) -> anyhow::Result<StatusReply> {
+    let mut events = client.nats.subscribe(subject::events(job)).await?;
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let status: StatusReply = client
+            .request(
+                subject::STATUS,
+                &StatusRequest {
+                    job_id: Some(job),
+                    idempotency_key: None,
+                },
+            )
+            .await?;
+        if status.status.is_terminal() || status.status == JobStatus::Escalated {
+            return Ok(status);
+        }
+        // Any event may be the end; a status read after it tells.
+        match tokio::time::timeout_at(deadline, events.next()).await {
+            Ok(Some(_)) => {}
+            Ok(None) => return Err(anyhow!("event subscription closed")),
+            Err(_) => {
+                return Err(anyhow!(
+                    "job {job} did not finish within {}s",
+                    timeout.as_secs()
+                ));
+            }
+        }
+    }
+}
+
+/// Waits until a durable submission has become a job.
+async fn wait_for_key(client: &Client, key: &str, timeout: Duration) -> anyhow::Result<Uuid> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let request = StatusRequest {
+        job_id: None,
+        idempotency_key: Some(key.to_owned()),
+    };
+    let mut delay = Duration::from_millis(50);
+    loop {
+        match client
+            .request::<_, StatusReply>(subject::STATUS, &request)
+            .await
+        {
+            Ok(status) => return Ok(status.job_id),
+            Err(error) if tokio::time::Instant::now() >= deadline => {
+                return Err(error.context("the durable submission did not start in time"));
+            }
+            Err(_) => {}
+        }
+        // Not a hot path: a human waiting on a queued job.
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(1));
+    }
+}
+
+pub(crate) async fn status(nats_url: &str, args: StatusArgs) -> anyhow::Result<i32> {
+    let client = Client::connect(nats_url).await?;
+    let request = StatusRequest {
+        job_id: args.job,
+        idempotency_key: args.idempotency_key,
+    };
+    let status: StatusReply = client.request(subject::STATUS, &request).await?;
+    println!("{}", serde_json::to_string_pretty(&status)?);
+    Ok(0)
+}

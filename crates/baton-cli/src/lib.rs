@@ -1,0 +1,91 @@
+//! The `baton` command line. Every subcommand is a thin layer over the library crates; the
+//! client subcommands speak only NATS (the contract in `docs/protocol.md`).
+
+mod client;
+mod coordinator;
+mod dev;
+mod escalations;
+mod jobs;
+
+use clap::{Parser, Subcommand};
+
+/// Exit code for bad configuration or usage (EX_USAGE).
+pub const EXIT_CONFIG: i32 = 64;
+
+/// Baton: a distributed orchestration fleet for multi-agent AI systems.
+#[derive(Debug, Parser)]
+#[command(name = "baton", version, about)]
+pub struct Cli {
+    /// NATS server URL(s), comma-separated.
+    #[arg(
+        long,
+        global = true,
+        env = "BATON_NATS_URL",
+        default_value = "nats://127.0.0.1:4222"
+    )]
+    pub nats_url: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run everything on this machine: nats-server and redis-server on free ports in a temp
+    /// dir, a coordinator and the demo agents; run the demo plan and print the answer.
+    Dev(dev::DevArgs),
+    /// Run a coordinator replica.
+    Coordinator(coordinator::CoordinatorArgs),
+    /// Submit a plan (JSON or YAML file, or `-` for stdin).
+    Submit(jobs::SubmitArgs),
+    /// Show a job's status.
+    Status(jobs::StatusArgs),
+    /// List, inspect and resolve escalated steps.
+    #[command(subcommand)]
+    Escalations(escalations::EscalationsCommand),
+}
+
+/// Parses the command line, runs the command and returns the process exit code.
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    // Services log their lifecycle; client commands and the demo keep stderr for problems.
+    let level = if matches!(cli.command, Command::Coordinator(_)) {
+        "info"
+    } else {
+        "warn"
+    };
+    baton_agents::cli::init_logging_at(level);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return 1;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Dev(args) => dev::run(args).await,
+            Command::Coordinator(args) => coordinator::run(&cli.nats_url, args).await,
+            Command::Submit(args) => jobs::submit(&cli.nats_url, args).await,
+            Command::Status(args) => jobs::status(&cli.nats_url, args).await,
+            Command::Escalations(command) => escalations::run(&cli.nats_url, command).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            match error.downcast_ref::<ConfigError>() {
+                Some(_) => EXIT_CONFIG,
+                None => 1,
+            }
+        }
+    }
+}
+
+/// Bad configuration or usage: exits with [`EXIT_CONFIG`] before anything connects.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);

@@ -1,0 +1,4 @@
+//! `baton`: see `baton --help`.
+fn main() {
+    std::process::exit(baton_cli::main());
+}

@@ -1,0 +1,409 @@
+//! Request/reply subjects: submit, status and the escalation commands. Every request gets a
+//! reply: the result, or `{"error": {"code", "message"}}` in the request's encoding.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use baton_protocol::keys::{self, field};
+use baton_protocol::messages::{
+    ErrorReply, EscalationView, EventKind, Failure, GetEscalationRequest, JobStatus,
+    ListEscalationsReply, ListEscalationsRequest, ResolveAction, ResolveEscalationReply,
+    ResolveEscalationRequest, StatusReply, StatusRequest, StepStatus, StepView, SubmitReply,
+    SubmitRequest,
+};
+use baton_protocol::{Encoding, codec, plan, subject};
+use bytes::Bytes;
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::engine::{Engine, encode_reply, now_ms};
+use crate::store;
+
+/// An error reply: a stable code and a message for humans.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ApiError {
+    pub(crate) code: String,
+    pub(crate) message: String,
+}
+
+impl ApiError {
+    pub(crate) fn new(code: &str, message: impl Into<String>) -> Self {
+        Self {
+            code: code.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+impl From<plan::Error> for ApiError {
+    fn from(error: plan::Error) -> Self {
+        Self::new(error.code(), error.to_string())
+    }
+}
+
+impl From<codec::Error> for ApiError {
+    fn from(error: codec::Error) -> Self {
+        Self::new(error.code(), error.to_string())
+    }
+}
+
+impl From<store::Error> for ApiError {
+    fn from(error: store::Error) -> Self {
+        tracing::warn!(error = %error, "State store error");
+        Self::new(
+            "unavailable",
+            format!("job state is unavailable, try again: {error}"),
+        )
+    }
+}
+
+/// Answers one request on one of the coordinator's request subjects.
+pub(crate) async fn handle(
+    engine: &Arc<Engine>,
+    message: &async_nats::Message,
+) -> (Encoding, Bytes) {
+    let encoding = match baton_nats::encoding_of(message.headers.as_ref()) {
+        Ok(encoding) => encoding,
+        Err(error) => {
+            return (
+                Encoding::Json,
+                encode_reply(Encoding::Json, &to_reply(error.into())),
+            );
+        }
+    };
+    let max = engine.options.limits.max_payload_bytes;
+    let payload = &message.payload;
+    let reply = match message.subject.as_str() {
+        subject::SUBMIT => match encoding.decode::<SubmitRequest>(payload, max) {
+            Ok(request) => engine
+                .submit(request, None)
+                .await
+                .map(|(job_id, existing)| {
+                    encode_reply(encoding, &SubmitReply { job_id, existing })
+                }),
+            Err(error) => Err(error.into()),
+        },
+        subject::STATUS => match encoding.decode::<StatusRequest>(payload, max) {
+            Ok(request) => status(engine, request)
+                .await
+                .map(|r| encode_reply(encoding, &r)),
+            Err(error) => Err(error.into()),
+        },
+        subject::ESCALATIONS_LIST => {
+            // An empty body means "no options".
+            let request = if payload.is_empty() {
+                Ok(ListEscalationsRequest::default())
+            } else {
+                encoding.decode::<ListEscalationsRequest>(payload, max)
+            };
+            match request {
+                Ok(request) => list_escalations(engine, request)
+                    .await
+                    .map(|r| encode_reply(encoding, &r)),
+                Err(error) => Err(error.into()),
+            }
+        }
+        subject::ESCALATIONS_GET => match encoding.decode::<GetEscalationRequest>(payload, max) {
+            Ok(request) => get_escalation(engine, &request.id)
+                .await
+                .map(|r| encode_reply(encoding, &r)),
+            Err(error) => Err(error.into()),
+        },
+        subject::ESCALATIONS_RESOLVE => {
+            match encoding.decode::<ResolveEscalationRequest>(payload, max) {
+                Ok(request) => resolve(engine, request)
+                    .await
+                    .map(|r| encode_reply(encoding, &r)),
+                Err(error) => Err(error.into()),
+            }
+        }
+        other => Err(ApiError::new(
+            "unknown_subject",
+            format!("no handler for {other}"),
+        )),
+    };
+    let bytes = reply.unwrap_or_else(|error| {
+        tracing::debug!(subject = %message.subject, error = %error, "Request rejected");
+        encode_reply(encoding, &to_reply(error))
+    });
+    (encoding, bytes)
+}
+
+fn to_reply(error: ApiError) -> ErrorReply {
+    ErrorReply::new(error.code, error.message)
+}
+
+async fn status(engine: &Engine, request: StatusRequest) -> Result<StatusReply, ApiError> {
+    let job = match (request.job_id, request.idempotency_key) {
+        (Some(job), None) => job,
+        (None, Some(key)) => engine
+            .store
+            .idempotency_key(&key)
+            .await?
+            .ok_or_else(|| ApiError::new("not_found", "no job has this idempotency key"))?,
+        _ => {
+            return Err(ApiError::new(
+                "invalid_request",
+                "give exactly one of job_id and idempotency_key",
+            ));
+        }
+    };
+    job_status(engine, job).await
+}
+
+pub(crate) async fn job_status(engine: &Engine, job: Uuid) -> Result<StatusReply, ApiError> {
+    let fields = engine.store.job(job).await?;
+    if fields.is_empty() {
+        return Err(ApiError::new(
+            "not_found",
+            format!("job {job} does not exist (or its retention ended)"),
+        ));
+    }
+    let plan = engine
+        .plan(job)
+        .await?
+        .ok_or_else(|| ApiError::new("not_found", "job vanished"))?;
+    let get = |name: &str| fields.get(name).map(String::as_str);
+    let status = get(field::STATUS)
+        .and_then(JobStatus::parse)
+        .unwrap_or(JobStatus::Pending);
+    let mut steps = BTreeMap::new();
+    for step in plan.steps() {
+        let id = step.id.as_str();
+        let step_status = get(&field::step_status(id))
+            .and_then(StepStatus::parse)
+            .unwrap_or(StepStatus::Waiting);
+        let output = get(&field::step_output(id)).and_then(|raw| serde_json::from_str(raw).ok());
+        let error: Option<Failure> =
+            get(&field::step_error(id)).and_then(|raw| serde_json::from_str(raw).ok());
+        let attempts = get(&field::step_attempt(id))
+            .and_then(|a| a.parse().ok())
+            .unwrap_or(0);
+        steps.insert(
+            id.to_owned(),
+            StepView {
+                status: step_status,
+                attempts,
+                agent: step.agent().to_string(),
+                output,
+                error: if step_status == StepStatus::Succeeded {
+                    None
+                } else {
+                    error
+                },
+            },
+        );
+    }
+    Ok(StatusReply {
+        job_id: job,
+        status,
+        plan: plan.name().map(str::to_owned),
+        steps,
+        output: get(field::OUTPUT).and_then(|raw| serde_json::from_str(raw).ok()),
+        error: get(field::ERROR).map(str::to_owned),
+        created_ms: get(field::CREATED)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0),
+        updated_ms: get(field::UPDATED)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0),
+    })
+}
+
+/// What the index knows of one escalation id after reading its job.
+enum Lookup {
+    Open(EscalationView),
+    /// The step may still escalate (its failure is in flight): keep the index entry.
+    Pending,
+    /// The job is gone or the step moved on for good: drop the index entry.
+    Gone,
+}
+
+async fn lookup(engine: &Engine, id: &str, with_input: bool) -> Result<Lookup, ApiError> {
+    let Some((job, step_id)) = keys::parse_escalation_id(id) else {
+        return Ok(Lookup::Gone);
+    };
+    let Some(plan) = engine.plan(job).await? else {
+        return Ok(Lookup::Gone);
+    };
+    let Some(step) = plan.step(step_id) else {
+        return Ok(Lookup::Gone);
+    };
+    let fields = [
+        field::STATUS.to_owned(),
+        field::step_status(step_id),
+        field::step_attempt(step_id),
+        field::step_error(step_id),
+    ];
+    let values = engine.store.job_fields(job, &fields).await?;
+    let [job_status, step_status, attempts, error] = <[Option<String>; 4]>::try_from(values)
+        .map_err(|_| ApiError::new("internal", "short HMGET reply"))?;
+    let job_status = job_status.as_deref().and_then(JobStatus::parse);
+    let step_status = step_status.as_deref().and_then(StepStatus::parse);
+    match (job_status, step_status) {
+        (None, _) => return Ok(Lookup::Gone),
+        (Some(status), _) if status.is_terminal() => return Ok(Lookup::Gone),
+        (_, Some(StepStatus::Escalated)) => {}
+        (_, Some(StepStatus::Running | StepStatus::Retrying)) => return Ok(Lookup::Pending),
+        _ => return Ok(Lookup::Gone),
+    }
+    let input = if with_input {
+        Some(engine.current_input(job, step).await?)
+    } else {
+        None
+    };
+    Ok(Lookup::Open(EscalationView {
+        id: id.to_owned(),
+        job_id: job,
+        step_id: step_id.to_owned(),
+        agent: step.agent().to_string(),
+        attempts: attempts.and_then(|a| a.parse().ok()).unwrap_or(0),
+        plan: plan.name().map(str::to_owned),
+        error: error.and_then(|raw| serde_json::from_str(&raw).ok()),
+        input,
+        job_status: job_status.unwrap_or(JobStatus::Escalated),
+    }))
+}
+
+async fn list_escalations(
+    engine: &Engine,
+    request: ListEscalationsRequest,
+) -> Result<ListEscalationsReply, ApiError> {
+    let limit = request.limit.unwrap_or(100).clamp(1, 1000);
+    let mut escalations = Vec::new();
+    // The index may hold entries that never became escalations (written before the
+    // transition) or were resolved: read a little more than asked and drop the dead ones.
+    for id in engine.store.escalation_ids(limit * 2 + 16).await? {
+        match lookup(engine, &id, false).await? {
+            Lookup::Open(view) if escalations.len() < limit => escalations.push(view),
+            Lookup::Open(_) | Lookup::Pending => {}
+            Lookup::Gone => engine.store.unindex_escalation(&id).await?,
+        }
+    }
+    Ok(ListEscalationsReply { escalations })
+}
+
+async fn get_escalation(engine: &Engine, id: &str) -> Result<EscalationView, ApiError> {
+    match lookup(engine, id, true).await? {
+        Lookup::Open(view) => Ok(view),
+        _ => Err(ApiError::new(
+            "not_found",
+            format!("no open escalation {id:?}"),
+        )),
+    }
+}
+
+async fn resolve(
+    engine: &Engine,
+    request: ResolveEscalationRequest,
+) -> Result<ResolveEscalationReply, ApiError> {
+    let not_found = || ApiError::new("not_found", format!("no open escalation {:?}", request.id));
+    let (job, step_id) = keys::parse_escalation_id(&request.id).ok_or_else(not_found)?;
+    let plan = engine.plan(job).await?.ok_or_else(not_found)?;
+    let step = plan.step(step_id).ok_or_else(not_found)?;
+    let limits = &engine.options.limits;
+    let (action, payload) = match request.action {
+        ResolveAction::Output => {
+            let output = request.output.ok_or_else(|| {
+                ApiError::new(
+                    "invalid_request",
+                    "action \"output\" needs an \"output\" value",
+                )
+            })?;
+            (
+                "output",
+                check_value(&output, limits.max_depth, limits.max_payload_bytes)?,
+            )
+        }
+        ResolveAction::Retry => {
+            let input = match request.input {
+                Some(input) => check_value(&input, limits.max_depth, limits.max_payload_bytes)?,
+                None => String::new(),
+            };
+            ("retry", input)
+        }
+        ResolveAction::Fail => {
+            let reason = request.reason.unwrap_or_else(|| "failed by a human".into());
+            (
+                "fail",
+                format!("step {step_id} escalated and was failed by a human: {reason}"),
+            )
+        }
+    };
+    let attempts = engine
+        .store
+        .job_fields(job, &[field::step_attempt(step_id)])
+        .await?;
+    let attempt: u32 = attempts
+        .into_iter()
+        .next()
+        .flatten()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(0);
+    let now = now_ms();
+    let transition = engine
+        .store
+        .resolve(job, &plan, step, action, &payload, attempt + 1, now)
+        .await?;
+    if transition.outcome != "resolved" {
+        return Err(ApiError::new(
+            "not_found",
+            format!(
+                "no open escalation {:?} (job {}, step {})",
+                request.id, transition.status, transition.detail
+            ),
+        ));
+    }
+    engine.store.unindex_escalation(&request.id).await?;
+    engine.event(
+        job,
+        EventKind::EscalationResolved {
+            step_id: step_id.to_owned(),
+            escalation_id: request.id.clone(),
+            action: request.action,
+        },
+    );
+    tracing::info!(job = %job, step = %step_id, action, "Escalation resolved");
+    match request.action {
+        ResolveAction::Output => {
+            engine.event(
+                job,
+                EventKind::StepSucceeded {
+                    step_id: step_id.to_owned(),
+                    attempt,
+                },
+            );
+            engine.note_timers(plan.dependents(step_id).map(|d| now + d.timeout_ms));
+        }
+        ResolveAction::Retry => engine.note_timers(std::iter::once(now + step.timeout_ms)),
+        ResolveAction::Fail => {}
+    }
+    let job_status = JobStatus::parse(&transition.status).unwrap_or(JobStatus::Running);
+    engine.apply(job, &plan, transition).await;
+    Ok(ResolveEscalationReply {
+        job_id: job,
+        step_id: step_id.to_owned(),
+        action: request.action,
+        job_status,
+    })
+}
+
+fn check_value(value: &Value, max_depth: usize, max_bytes: usize) -> Result<String, ApiError> {
+    codec::check_depth(value, max_depth)?;
+    let raw = serde_json::to_string(value)
+        .map_err(|e| ApiError::new("invalid_request", e.to_string()))?;
+    if raw.len() > max_bytes {
+        return Err(codec::Error::TooLarge {
+            size: raw.len(),
+            limit: max_bytes,
+        }
+        .into());
+    }
+    Ok(raw)
+}

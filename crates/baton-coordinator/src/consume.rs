@@ -1,0 +1,308 @@
+//! The coordinator's inputs: request/reply subscriptions, the durable submission and result
+//! consumers, each handled concurrently up to `max_in_flight`.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::{self, AckKind};
+use baton_protocol::keys::{TimerKind, TimerMember};
+use baton_protocol::messages::{Failure, FailureClass, SubmitRequest, TaskResult};
+use baton_protocol::{codec, subject};
+use futures::StreamExt;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::api;
+use crate::engine::{Engine, agent_of_subject};
+
+/// Serves one request subject (queue group shared by all replicas) until shutdown.
+pub(crate) async fn serve_requests(
+    engine: Arc<Engine>,
+    subject: &'static str,
+    shutdown: CancellationToken,
+    tasks: Arc<tokio::sync::Mutex<JoinSet<()>>>,
+    limit: Arc<Semaphore>,
+) -> Result<(), async_nats::SubscribeError> {
+    let mut subscription = engine
+        .client
+        .queue_subscribe(subject, subject::COORDINATOR_QUEUE_GROUP.to_owned())
+        .await?;
+    loop {
+        let message = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            message = subscription.next() => message,
+        };
+        let Some(message) = message else { break };
+        let Ok(permit) = limit.clone().acquire_owned().await else {
+            break;
+        };
+        let engine = engine.clone();
+        tasks.lock().await.spawn(async move {
+            let (encoding, reply) = api::handle(&engine, &message).await;
+            if let Some(to) = message.reply {
+                let headers = baton_nats::headers_for(encoding);
+                if let Err(error) = engine.client.publish_with_headers(to, headers, reply).await {
+                    tracing::warn!(error = %error, "Reply not sent");
+                }
+            }
+            drop(permit);
+        });
+    }
+    let _ = subscription.unsubscribe().await;
+    Ok(())
+}
+
+/// Pulls from a durable consumer with one long-lived stream, handing each message to
+/// `handler` on its own task, until shutdown. The stream is re-opened if it ends (e.g. the
+/// consumer was deleted while the server restarted).
+pub(crate) async fn consume<F, Fut>(
+    engine: Arc<Engine>,
+    consumer: jetstream::consumer::PullConsumer,
+    shutdown: CancellationToken,
+    tasks: Arc<tokio::sync::Mutex<JoinSet<()>>>,
+    limit: Arc<Semaphore>,
+    handler: F,
+) where
+    F: Fn(Arc<Engine>, jetstream::Message) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let batch = engine.options.max_in_flight.clamp(1, 256);
+    while !shutdown.is_cancelled() {
+        let stream = consumer
+            .stream()
+            .max_messages_per_batch(batch)
+            .heartbeat(Duration::from_secs(5))
+            .expires(Duration::from_secs(30))
+            .messages()
+            .await;
+        let mut messages = match stream {
+            Ok(messages) => messages,
+            Err(error) => {
+                tracing::warn!(error = %error, "Cannot open pull stream; retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                }
+            }
+        };
+        loop {
+            let permit = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                permit = limit.clone().acquire_owned() => permit,
+            };
+            let Ok(permit) = permit else { return };
+            let message = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                message = messages.next() => message,
+            };
+            match message {
+                Some(Ok(message)) => {
+                    let engine = engine.clone();
+                    let work = handler(engine, message);
+                    tasks.lock().await.spawn(async move {
+                        work.await;
+                        drop(permit);
+                    });
+                }
+                Some(Err(error)) => {
+                    tracing::debug!(error = %error, "Pull stream hiccup");
+                }
+                None => break,
+            }
+        }
+    }
+}
+
+/// Handles one message from `baton.results.>`.
+pub(crate) async fn on_result(engine: Arc<Engine>, message: jetstream::Message) {
+    let max = engine.options.limits.max_payload_bytes;
+    let decoded = baton_nats::encoding_of(message.headers.as_ref())
+        .and_then(|encoding| encoding.decode::<TaskResult>(&message.payload, max));
+    let result = match decoded {
+        Ok(result) => result,
+        Err(error) => {
+            return dead_letter(&engine, &message, subject::DLQ_RESULTS, &error.to_string()).await;
+        }
+    };
+    let Some(agent) = agent_of_subject(&message.subject) else {
+        return dead_letter(
+            &engine,
+            &message,
+            subject::DLQ_RESULTS,
+            "not a result subject",
+        )
+        .await;
+    };
+    let plan = match engine.plan(result.job_id).await {
+        Ok(Some(plan)) => plan,
+        Ok(None) => {
+            tracing::info!(job = %result.job_id, "Result for an unknown or expired job dropped");
+            return ack(&message).await;
+        }
+        Err(error) => return retry_later(&message, &error.to_string()).await,
+    };
+    let Some(step) = plan.step(&result.step_id) else {
+        return dead_letter(
+            &engine,
+            &message,
+            subject::DLQ_RESULTS,
+            "the job has no such step",
+        )
+        .await;
+    };
+    if step.agent() != &agent {
+        return dead_letter(
+            &engine,
+            &message,
+            subject::DLQ_RESULTS,
+            "result published on another agent's subject",
+        )
+        .await;
+    }
+    let limits = &engine.options.limits;
+    let outcome = match (result.output, result.error) {
+        (Some(output), None) => match codec::check_depth(&output, limits.max_depth) {
+            Ok(()) => Ok(serde_json::to_string(&output).unwrap_or_else(|_| "null".into())),
+            Err(error) => Err(invalid(error.to_string())),
+        },
+        (None, Some(error)) => Err(Failure {
+            message: error.message,
+            class: FailureClass::Error,
+            retryable: error.retryable,
+        }),
+        (Some(_), Some(_)) => Err(invalid("result has both output and error".into())),
+        (None, None) => Err(invalid("result has neither output nor error".into())),
+    };
+    let attempt = result.attempt;
+    match engine
+        .record(result.job_id, &plan, step, attempt, outcome)
+        .await
+    {
+        Ok(transition) => {
+            if matches!(transition.outcome.as_str(), "stale" | "ended" | "missing") {
+                tracing::info!(job = %result.job_id, step = %step.id, attempt, outcome = %transition.outcome, "Result fenced");
+                engine.event(
+                    result.job_id,
+                    baton_protocol::messages::EventKind::ResultFenced {
+                        step_id: step.id.to_string(),
+                        attempt,
+                        reason: format!("{} {}", transition.outcome, transition.detail)
+                            .trim()
+                            .to_owned(),
+                    },
+                );
+            }
+            ack(&message).await;
+            let timer = TimerMember {
+                job: result.job_id,
+                step: step.id.to_string(),
+                attempt,
+                kind: TimerKind::Timeout,
+            };
+            if let Err(error) = engine.store.cancel_timer(&timer).await {
+                tracing::debug!(error = %error, "Timeout timer not cancelled; it will fire and find nothing");
+            }
+        }
+        Err(error) => retry_later(&message, &error.to_string()).await,
+    }
+}
+
+fn invalid(message: String) -> Failure {
+    Failure {
+        message,
+        class: FailureClass::Invalid,
+        retryable: true,
+    }
+}
+
+/// Handles one durable submission from `baton.jobs.enqueue`.
+pub(crate) async fn on_submission(engine: Arc<Engine>, message: jetstream::Message) {
+    let max = engine.options.limits.max_payload_bytes;
+    let decoded = baton_nats::encoding_of(message.headers.as_ref())
+        .and_then(|encoding| encoding.decode::<SubmitRequest>(&message.payload, max));
+    let request = match decoded {
+        Ok(request) => request,
+        Err(error) => {
+            return dead_letter(
+                &engine,
+                &message,
+                subject::DLQ_SUBMISSIONS,
+                &error.to_string(),
+            )
+            .await;
+        }
+    };
+    // Without a key of its own, the stream sequence makes a redelivered submission idempotent.
+    let implicit = message
+        .info()
+        .ok()
+        .map(|info| format!("enqueue:{}", info.stream_sequence));
+    match engine.submit(request, implicit).await {
+        Ok((job, existing)) => {
+            tracing::info!(job = %job, existing, "Durable submission accepted");
+            ack(&message).await;
+        }
+        Err(error) if error.code == "unavailable" => {
+            retry_later(&message, &error.to_string()).await
+        }
+        Err(error) => {
+            dead_letter(
+                &engine,
+                &message,
+                subject::DLQ_SUBMISSIONS,
+                &error.to_string(),
+            )
+            .await
+        }
+    }
+}
+
+async fn ack(message: &jetstream::Message) {
+    if let Err(error) = message.ack().await {
+        tracing::debug!(error = %error, "Ack not sent; the message will be redelivered and fenced");
+    }
+}
+
+async fn retry_later(message: &jetstream::Message, reason: &str) {
+    tracing::warn!(subject = %message.subject, error = %reason, "Message will be redelivered");
+    let _ = message
+        .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+        .await;
+}
+
+/// Moves a message that can never be processed to a dead-letter subject, with the reason,
+/// then removes it from its work queue.
+async fn dead_letter(engine: &Engine, message: &jetstream::Message, to: &str, reason: &str) {
+    tracing::warn!(subject = %message.subject, error = %reason, dead_letter = to, "Message dead-lettered");
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        subject::header::DLQ_REASON,
+        reason.chars().take(1000).collect::<String>().as_str(),
+    );
+    headers.insert(subject::header::DLQ_SUBJECT, message.subject.as_str());
+    // Keep room for the headers: a message at the size limit must still fit once annotated.
+    let room = engine.options.limits.max_payload_bytes.saturating_sub(4096);
+    if message.payload.len() > room {
+        headers.insert(
+            "Baton-Dlq-Truncated",
+            message.payload.len().to_string().as_str(),
+        );
+    }
+    let payload = message.payload.slice(..message.payload.len().min(room));
+    let stored = match engine
+        .js
+        .publish_with_headers(to.to_owned(), headers, payload)
+        .await
+    {
+        Ok(ack) => ack.await.is_ok(),
+        Err(_) => false,
+    };
+    if stored {
+        ack(message).await;
+    } else {
+        retry_later(message, "dead-letter publish failed").await;
+    }
+}

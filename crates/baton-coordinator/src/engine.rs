@@ -1,0 +1,573 @@
+//! The orchestration logic shared by every entry point: starting jobs, applying the outcome
+//! of a Redis transition (events, dispatch, retries, dead-letters, escalation) and building
+//! each step's input.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::{self, message::PublishMessage};
+use backon::{ExponentialBuilder, Retryable};
+use baton_protocol::keys::{self, TimerKind, TimerMember};
+use baton_protocol::messages::{
+    Event, EventKind, Failure, FailureClass, MAX_IDEMPOTENCY_KEY_LEN, SubmitRequest, Task,
+};
+use baton_protocol::plan::{Plan, Step};
+use baton_protocol::{AgentName, Encoding, codec, subject};
+use bytes::Bytes;
+use serde_json::value::RawValue;
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+use crate::api::ApiError;
+use crate::options::Options;
+use crate::store::{self, Record, RecordKind, Store, Transition};
+
+/// Unix time in milliseconds.
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// State shared by all of a replica's loops. Holds no job state: the plan cache only holds
+/// immutable plans, reloaded from Redis on a miss.
+pub(crate) struct Engine {
+    pub(crate) client: async_nats::Client,
+    pub(crate) js: jetstream::Context,
+    pub(crate) store: Store,
+    pub(crate) options: Options,
+    plans: quick_cache::sync::Cache<Uuid, Arc<Plan>>,
+    /// Wakes the timer loop when this replica schedules a timer earlier than it planned to
+    /// look next.
+    pub(crate) timer_wake: Notify,
+    pub(crate) next_timer: AtomicU64,
+}
+
+impl Engine {
+    pub(crate) fn new(client: async_nats::Client, store: Store, options: Options) -> Self {
+        let js = jetstream::new(client.clone());
+        Self {
+            client,
+            js,
+            store,
+            options,
+            plans: quick_cache::sync::Cache::new(10_000),
+            timer_wake: Notify::new(),
+            next_timer: AtomicU64::new(u64::MAX),
+        }
+    }
+
+    /// Validates a submission and starts its job; returns the job id and whether it already
+    /// existed (same idempotency key). Nothing is published unless the plan is valid.
+    pub(crate) async fn submit(
+        &self,
+        request: SubmitRequest,
+        implicit_key: Option<String>,
+    ) -> Result<(Uuid, bool), ApiError> {
+        let limits = &self.options.limits;
+        codec::check_depth(&request.input, limits.max_depth)?;
+        let plan = Plan::from_value(request.plan, limits)?;
+        let key = request.idempotency_key.or(implicit_key);
+        if let Some(key) = &key {
+            check_idempotency_key(key)?;
+        }
+        let input = serde_json::to_string(&request.input)
+            .map_err(|e| ApiError::new("invalid_request", e.to_string()))?;
+        let mut job = Uuid::now_v7();
+        if let Some(key) = &key {
+            let owner = self.store.claim_idempotency_key(key, job).await?;
+            if owner != job {
+                // Another submit holds the key. Its job may be half-created if that
+                // coordinator died; creating is idempotent, so finish it with the same id.
+                job = owner;
+            }
+        }
+        let now = now_ms();
+        let transition = self
+            .store
+            .create(job, &plan, &input, key.as_deref(), now)
+            .await?;
+        if transition.outcome == "exists" {
+            return Ok((job, true));
+        }
+        let plan = Arc::new(plan);
+        self.plans.insert(job, plan.clone());
+        self.event(
+            job,
+            EventKind::JobCreated {
+                plan: plan.name().map(str::to_owned),
+                steps: plan.steps().len(),
+            },
+        );
+        self.note_timers(plan.roots().map(|s| now + s.timeout_ms));
+        self.apply(job, &plan, transition).await;
+        Ok((job, false))
+    }
+
+    /// The plan of a job: from the cache, or reloaded from Redis.
+    pub(crate) async fn plan(&self, job: Uuid) -> Result<Option<Arc<Plan>>, ApiError> {
+        if let Some(plan) = self.plans.get(&job) {
+            return Ok(Some(plan));
+        }
+        let fields = self
+            .store
+            .job_fields(job, &[keys::field::PLAN.to_owned()])
+            .await?;
+        let Some(Some(raw)) = fields.into_iter().next() else {
+            return Ok(None);
+        };
+        // Stored plans were validated when submitted; validating again under the current
+        // limits is cheap and keeps one code path.
+        let mut limits = self.options.limits;
+        limits.max_steps = limits.max_steps.max(100_000);
+        let plan = Plan::from_text(&raw, &limits)
+            .map_err(|e| ApiError::new("internal", format!("stored plan is unreadable: {e}")))?;
+        let plan = Arc::new(plan);
+        self.plans.insert(job, plan.clone());
+        Ok(Some(plan))
+    }
+
+    /// Records one attempt's outcome and acts on it.
+    pub(crate) async fn record(
+        &self,
+        job: Uuid,
+        plan: &Plan,
+        step: &Step,
+        attempt: u32,
+        outcome: Result<String, Failure>,
+    ) -> Result<Transition, store::Error> {
+        let now = now_ms();
+        let delay_ms = step.retry.delay_ms(attempt, rand::random::<f64>());
+        let (kind, payload, retryable) = match &outcome {
+            Ok(output) => (RecordKind::Ok, output.clone(), true),
+            Err(failure) => {
+                let kind = if failure.class == FailureClass::Timeout {
+                    RecordKind::Timeout
+                } else {
+                    RecordKind::Fail
+                };
+                let payload = serde_json::to_string(failure).unwrap_or_default();
+                (kind, payload, failure.retryable)
+            }
+        };
+        if kind != RecordKind::Ok {
+            let budget_spent = attempt >= step.retry.max_attempts;
+            if !retryable || budget_spent {
+                // Indexed before the transition: a crash in between leaves an index entry the
+                // reader skips, never an escalation nobody can list.
+                let id = keys::escalation_id(job, step.id.as_str());
+                self.store.index_escalation(&id, now).await?;
+            }
+        }
+        let record = Record {
+            attempt,
+            kind,
+            payload: &payload,
+            retryable,
+            delay_ms,
+        };
+        let transition = self.store.record(job, plan, step, record, now).await?;
+        match transition.outcome.as_str() {
+            "succeeded" => {
+                self.event(
+                    job,
+                    EventKind::StepSucceeded {
+                        step_id: step.id.to_string(),
+                        attempt,
+                    },
+                );
+                self.note_timers(
+                    plan.dependents(step.id.as_str())
+                        .map(|d| now + d.timeout_ms),
+                );
+            }
+            "retry" | "escalated" => {
+                if let Err(failure) = outcome {
+                    self.event(
+                        job,
+                        EventKind::StepFailed {
+                            step_id: step.id.to_string(),
+                            attempt,
+                            error: failure,
+                        },
+                    );
+                }
+                if transition.outcome == "retry" {
+                    self.event(
+                        job,
+                        EventKind::RetryScheduled {
+                            step_id: step.id.to_string(),
+                            attempt: attempt + 1,
+                            delay_ms,
+                        },
+                    );
+                    self.note_timers(std::iter::once(now + delay_ms));
+                } else {
+                    self.escalated(job, plan, step, attempt).await;
+                }
+            }
+            _ => {}
+        }
+        self.apply(job, plan, transition.clone()).await;
+        Ok(transition)
+    }
+
+    /// Publishes what a transition started, and the job's end.
+    pub(crate) async fn apply(&self, job: Uuid, plan: &Plan, transition: Transition) {
+        let job_ended = transition.status == "succeeded" || transition.status == "failed";
+        if !transition.dispatch.is_empty() {
+            let input = transition.input.as_str();
+            let publishes = transition
+                .dispatch
+                .iter()
+                .map(|item| self.dispatch(job, plan, input, item));
+            futures::future::join_all(publishes).await;
+        }
+        let changed = !matches!(
+            transition.outcome.as_str(),
+            "stale" | "ended" | "missing" | "later" | "exists" | "not_escalated"
+        );
+        if changed && job_ended {
+            match transition.status.as_str() {
+                "succeeded" => self.event(job, EventKind::JobSucceeded),
+                _ => {
+                    let fields = self
+                        .store
+                        .job_fields(job, &[keys::field::ERROR.to_owned()])
+                        .await;
+                    let error = fields
+                        .ok()
+                        .and_then(|f| f.into_iter().next().flatten())
+                        .unwrap_or_default();
+                    self.event(job, EventKind::JobFailed { error });
+                }
+            }
+        }
+    }
+
+    /// Publishes one attempt's task. An attempt whose task cannot be built or is too large
+    /// fails without retry; one whose publish fails is left to its timeout timer.
+    async fn dispatch(&self, job: Uuid, plan: &Plan, job_input: &str, item: &store::Dispatch) {
+        let Some(step) = plan.step(&item.step) else {
+            return;
+        };
+        let agent = step.agent();
+        let built = step_input(step, job_input, item).and_then(|input| {
+            let deadline_ms = now_ms() + step.timeout_ms;
+            let task = Task {
+                job_id: job,
+                step_id: item.step.clone(),
+                attempt: item.attempt,
+                agent: agent.to_string(),
+                input,
+                deadline_ms,
+            };
+            serde_json::to_vec(&task).map_err(|e| e.to_string())
+        });
+        let payload = match built {
+            Ok(payload) if payload.len() <= self.options.limits.max_payload_bytes => payload,
+            Ok(payload) => {
+                let message = format!(
+                    "the task for attempt {} is {} bytes; the payload limit is {}",
+                    item.attempt,
+                    payload.len(),
+                    self.options.limits.max_payload_bytes
+                );
+                self.fail_unpublishable(job, plan, step, item.attempt, message)
+                    .await;
+                return;
+            }
+            Err(message) => {
+                self.fail_unpublishable(job, plan, step, item.attempt, message)
+                    .await;
+                return;
+            }
+        };
+        let msg_id = subject::task_msg_id(job, &step.id, item.attempt);
+        let subject = subject::tasks(agent);
+        let payload = Bytes::from(payload);
+        let publish = || async {
+            let ack = self
+                .js
+                .send_publish(
+                    subject.clone(),
+                    PublishMessage::build()
+                        .payload(payload.clone())
+                        .message_id(msg_id.as_str()),
+                )
+                .await?;
+            ack.await.map_err(async_nats::Error::from)
+        };
+        let result = publish
+            .retry(
+                ExponentialBuilder::default()
+                    .with_min_delay(Duration::from_millis(50))
+                    .with_max_times(4),
+            )
+            .await;
+        match result {
+            Ok(_) => self.event(
+                job,
+                EventKind::StepDispatched {
+                    step_id: step.id.to_string(),
+                    agent: agent.to_string(),
+                    attempt: item.attempt,
+                },
+            ),
+            Err(error) => tracing::warn!(
+                job = %job, step = %step.id, attempt = item.attempt, error = %error,
+                "Task publish failed; the attempt's timeout will retry it"
+            ),
+        }
+    }
+
+    async fn fail_unpublishable(
+        &self,
+        job: Uuid,
+        plan: &Plan,
+        step: &Step,
+        attempt: u32,
+        message: String,
+    ) {
+        tracing::warn!(job = %job, step = %step.id, attempt, error = %message, "Cannot build task");
+        let failure = Failure {
+            message,
+            class: FailureClass::Invalid,
+            retryable: false,
+        };
+        // Boxed: recording can dispatch again, which makes this recursive.
+        let record = Box::pin(self.record(job, plan, step, attempt, Err(failure)));
+        if let Err(error) = record.await {
+            tracing::error!(job = %job, step = %step.id, error = %error, "Could not record a failed dispatch");
+        }
+    }
+
+    /// After a step escalated: dead-letter its last task and announce the escalation.
+    async fn escalated(&self, job: Uuid, plan: &Plan, step: &Step, attempt: u32) {
+        let escalation_id = keys::escalation_id(job, step.id.as_str());
+        let input = self
+            .current_input(job, step)
+            .await
+            .unwrap_or(serde_json::Value::Null);
+        let fields = self
+            .store
+            .job_fields(job, &[keys::field::step_error(step.id.as_str())])
+            .await;
+        let error: Option<Failure> = fields
+            .ok()
+            .and_then(|f| f.into_iter().next().flatten())
+            .and_then(|raw| serde_json::from_str(&raw).ok());
+        let letter = serde_json::json!({
+            "job_id": job,
+            "step_id": step.id,
+            "attempt": attempt,
+            "agent": step.agent(),
+            "input": input,
+            "error": error,
+            "escalation_id": escalation_id,
+            "plan": plan.name(),
+        });
+        let mut headers = HeaderMap::new();
+        headers.insert(subject::header::DLQ_REASON, "retry policy exhausted");
+        headers.insert(
+            "Nats-Msg-Id",
+            subject::dlq_msg_id(job, &step.id, attempt).as_str(),
+        );
+        let payload = Bytes::from(serde_json::to_vec(&letter).unwrap_or_default());
+        match self
+            .js
+            .publish_with_headers(subject::dlq(step.agent()), headers, payload)
+            .await
+        {
+            Ok(ack) => {
+                if let Err(error) = ack.await {
+                    tracing::warn!(job = %job, step = %step.id, error = %error, "Dead letter not stored");
+                }
+            }
+            Err(error) => {
+                tracing::warn!(job = %job, step = %step.id, error = %error, "Dead letter not published")
+            }
+        }
+        tracing::warn!(job = %job, step = %step.id, attempt, escalation = %escalation_id, "Step escalated to a human");
+        self.event(
+            job,
+            EventKind::StepEscalated {
+                step_id: step.id.to_string(),
+                attempt,
+                escalation_id,
+            },
+        );
+    }
+
+    /// The input the step's current attempt gets (for inspection, dead letters and retries).
+    pub(crate) async fn current_input(
+        &self,
+        job: Uuid,
+        step: &Step,
+    ) -> Result<serde_json::Value, ApiError> {
+        let mut fields = vec![
+            keys::field::INPUT.to_owned(),
+            keys::field::step_input(step.id.as_str()),
+        ];
+        fields.extend(
+            step.needs
+                .iter()
+                .map(|n| keys::field::step_output(n.as_str())),
+        );
+        let values = self.store.job_fields(job, &fields).await?;
+        let mut values = values.into_iter();
+        let job_input = values.next().flatten().unwrap_or_else(|| "null".into());
+        let override_input = values.next().flatten();
+        let item = store::Dispatch {
+            step: step.id.to_string(),
+            attempt: 0,
+            input_override: override_input,
+            needs: values.map(|v| v.unwrap_or_else(|| "null".into())).collect(),
+        };
+        let raw = step_input(step, &job_input, &item).map_err(|e| ApiError::new("internal", e))?;
+        serde_json::from_str(raw.get()).map_err(|e| ApiError::new("internal", e.to_string()))
+    }
+
+    /// Publishes an event on `baton.events.<job>` (core NATS: live observers, no storage).
+    pub(crate) fn event(&self, job: Uuid, kind: EventKind) {
+        let event = Event {
+            job_id: job,
+            ts_ms: now_ms(),
+            kind,
+        };
+        let Ok(payload) = serde_json::to_vec(&event) else {
+            return;
+        };
+        let client = self.client.clone();
+        tokio::spawn(async move {
+            if let Err(error) = client.publish(subject::events(job), payload.into()).await {
+                tracing::debug!(job = %job, error = %error, "Event not published");
+            }
+        });
+    }
+
+    /// Tells the timer loop about timers this replica just scheduled.
+    pub(crate) fn note_timers(&self, dues: impl Iterator<Item = u64>) {
+        if let Some(earliest) = dues.min() {
+            let previous = self.next_timer.fetch_min(earliest, Ordering::AcqRel);
+            if earliest < previous {
+                self.timer_wake.notify_one();
+            }
+        }
+    }
+
+    /// Handles a fired timer; returns the time to fire it again, if it is not due yet.
+    pub(crate) async fn on_timer(&self, member: &TimerMember) -> Result<Option<u64>, ApiError> {
+        let Some(plan) = self.plan(member.job).await? else {
+            return Ok(None);
+        };
+        let Some(step) = plan.step(&member.step) else {
+            return Ok(None);
+        };
+        let transition = match member.kind {
+            TimerKind::Timeout => {
+                let failure = Failure {
+                    message: format!(
+                        "attempt {} did not answer within {} ms",
+                        member.attempt, step.timeout_ms
+                    ),
+                    class: FailureClass::Timeout,
+                    retryable: true,
+                };
+                self.record(member.job, &plan, step, member.attempt, Err(failure))
+                    .await?
+            }
+            TimerKind::Retry => {
+                let now = now_ms();
+                let transition = self
+                    .store
+                    .fire_retry(member.job, step, member.attempt, now)
+                    .await?;
+                if transition.outcome == "dispatched" {
+                    self.note_timers(std::iter::once(now + step.timeout_ms));
+                }
+                self.apply(member.job, &plan, transition.clone()).await;
+                transition
+            }
+        };
+        Ok((transition.outcome == "later")
+            .then(|| transition.detail.parse().ok())
+            .flatten())
+    }
+}
+
+fn check_idempotency_key(key: &str) -> Result<(), ApiError> {
+    if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_LEN || key.chars().any(char::is_control) {
+        return Err(ApiError::new(
+            "invalid_idempotency_key",
+            format!(
+                "idempotency_key must be 1-{MAX_IDEMPOTENCY_KEY_LEN} bytes without control characters"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Builds a step's input: a human override, the step's template, or the default
+/// `{"input": <job input>, "needs": {"<dep>": <output>, …}}` spliced from stored JSON
+/// without re-parsing the outputs.
+pub(crate) fn step_input(
+    step: &Step,
+    job_input: &str,
+    item: &store::Dispatch,
+) -> Result<Box<RawValue>, String> {
+    if let Some(input) = &item.input_override {
+        return RawValue::from_string(input.clone()).map_err(|e| e.to_string());
+    }
+    if let Some(template) = &step.input {
+        let input: serde_json::Value =
+            serde_json::from_str(job_input).map_err(|e| e.to_string())?;
+        let mut needs = BTreeMap::new();
+        for (need, output) in step.needs.iter().zip(&item.needs) {
+            let output = serde_json::from_str(output).map_err(|e| e.to_string())?;
+            needs.insert(need.to_string(), output);
+        }
+        let rendered = template.render(&input, &needs);
+        return serde_json::value::to_raw_value(&rendered).map_err(|e| e.to_string());
+    }
+    let mut out = String::with_capacity(
+        job_input.len() + item.needs.iter().map(|n| n.len() + 8).sum::<usize>() + 24,
+    );
+    out.push_str("{\"input\":");
+    out.push_str(job_input);
+    out.push_str(",\"needs\":{");
+    for (i, (need, output)) in step.needs.iter().zip(&item.needs).enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        // Step ids are [A-Za-z0-9_-]+: no escaping needed.
+        out.push('"');
+        out.push_str(need.as_str());
+        out.push_str("\":");
+        out.push_str(output);
+    }
+    out.push_str("}}");
+    RawValue::from_string(out).map_err(|e| e.to_string())
+}
+
+/// The agent type a result subject names, validated.
+pub(crate) fn agent_of_subject(subject: &str) -> Option<AgentName> {
+    subject::agent_of(subject).and_then(|a| AgentName::new(a).ok())
+}
+
+/// Encodes a reply in the request's encoding (errors fall back to JSON).
+pub(crate) fn encode_reply<T: serde::Serialize>(encoding: Encoding, value: &T) -> Bytes {
+    encoding
+        .encode(value)
+        .or_else(|_| Encoding::Json.encode(value))
+        .map(Bytes::from)
+        .unwrap_or_else(|_| {
+            Bytes::from_static(
+                b"{\"error\":{\"code\":\"internal\",\"message\":\"reply encoding failed\"}}",
+            )
+        })
+}

@@ -1,0 +1,149 @@
+//! Baton's coordinator: a stateless service that validates plans, keeps job state in Redis,
+//! publishes tasks on JetStream, records results fenced by attempt, retries with exponential
+//! backoff on durable timers, dead-letters and escalates to a human.
+//!
+//! Any number of replicas run at once against the same NATS and Redis: requests are served by
+//! a queue group, submissions and results by shared durable consumers, timers by leases.
+
+mod api;
+mod consume;
+mod engine;
+mod options;
+mod store;
+mod timers;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use baton_protocol::subject;
+use tokio::sync::{Mutex, Semaphore};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+pub use options::Options;
+pub use store::Error as StoreError;
+
+/// Why the coordinator could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error(transparent)]
+    Nats(#[from] baton_nats::Error),
+    #[error("could not connect to Redis at {url}: {source}")]
+    Redis {
+        url: String,
+        #[source]
+        source: store::Error,
+    },
+    #[error("could not subscribe: {0}")]
+    Subscribe(#[from] async_nats::SubscribeError),
+}
+
+/// One coordinator replica.
+pub struct Coordinator {
+    options: Options,
+}
+
+impl Coordinator {
+    pub fn new(options: Options) -> Self {
+        Self { options }
+    }
+
+    /// Connects, declares streams and consumers, and serves until `shutdown` completes; then
+    /// stops taking work and waits (up to the drain timeout) for work in flight.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+        let options = self.options;
+        options.validate().map_err(Error::Config)?;
+        let ttl = store::Ttl {
+            running: options.running_ttl(),
+            retention: options.retention(),
+        };
+        let store = store::Store::connect(&options.redis_url, ttl)
+            .await
+            .map_err(|source| Error::Redis {
+                url: options.redis_url.clone(),
+                source,
+            })?;
+        let client = baton_nats::connect(&options.nats).await?;
+        let js = async_nats::jetstream::new(client.clone());
+        baton_nats::ensure_streams(&js, options.limits.max_payload_bytes).await?;
+        let max_pending = i64::try_from(options.max_in_flight * 4).unwrap_or(i64::MAX);
+        let results = baton_nats::coordinator_consumer(
+            &js,
+            subject::stream::RESULTS,
+            subject::consumer::RESULTS,
+            subject::RESULTS_ALL,
+            max_pending.max(1000),
+        )
+        .await?;
+        let jobs = baton_nats::coordinator_consumer(
+            &js,
+            subject::stream::JOBS,
+            subject::consumer::JOBS,
+            subject::ENQUEUE,
+            max_pending.max(1000),
+        )
+        .await?;
+        let drain = Duration::from_secs(options.drain_timeout_secs);
+        let limit = Arc::new(Semaphore::new(options.max_in_flight));
+        let engine = Arc::new(engine::Engine::new(client.clone(), store, options));
+        let stop = CancellationToken::new();
+        let tasks = Arc::new(Mutex::new(JoinSet::new()));
+        let mut loops = JoinSet::new();
+        for subject in [
+            subject::SUBMIT,
+            subject::STATUS,
+            subject::ESCALATIONS_LIST,
+            subject::ESCALATIONS_GET,
+            subject::ESCALATIONS_RESOLVE,
+        ] {
+            loops.spawn(consume::serve_requests(
+                engine.clone(),
+                subject,
+                stop.clone(),
+                tasks.clone(),
+                limit.clone(),
+            ));
+        }
+        let (e, s, t, l) = (engine.clone(), stop.clone(), tasks.clone(), limit.clone());
+        loops.spawn(async move {
+            consume::consume(e, results, s, t, l, consume::on_result).await;
+            Ok(())
+        });
+        let (e, s, t, l) = (engine.clone(), stop.clone(), tasks.clone(), limit.clone());
+        loops.spawn(async move {
+            consume::consume(e, jobs, s, t, l, consume::on_submission).await;
+            Ok(())
+        });
+        let (e, s, t, l) = (engine.clone(), stop.clone(), tasks.clone(), limit.clone());
+        loops.spawn(async move {
+            timers::run(e, s, t, l).await;
+            Ok(())
+        });
+        client.flush().await.ok();
+        tracing::info!("Coordinator ready");
+
+        tokio::select! {
+            () = shutdown => {}
+            Some(Ok(Err(error))) = loops.join_next() => {
+                stop.cancel();
+                return Err(error.into());
+            }
+        }
+        tracing::info!("Coordinator draining");
+        stop.cancel();
+        while loops.join_next().await.is_some() {}
+        let mut tasks = tasks.lock().await;
+        let drained =
+            tokio::time::timeout(drain, async { while tasks.join_next().await.is_some() {} }).await;
+        if drained.is_err() {
+            tracing::warn!("Drain timeout: in-flight work abandoned; it will be redelivered");
+            tasks.abort_all();
+        }
+        client.flush().await.ok();
+        tracing::info!("Coordinator stopped");
+        Ok(())
+    }
+}

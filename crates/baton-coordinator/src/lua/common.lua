@@ -1,0 +1,111 @@
+-- Shared prelude of every job script (prepended by store.rs). Each script is one atomic
+-- transition of one job: KEYS[1] is the job hash (one hash slot per job).
+-- ARGV[1] = now (unix ms), ARGV[2] = TTL while running (ms), ARGV[3] = retention after the
+-- job ends (ms). Further ARGV are read in order with `arg()`.
+local job = KEYS[1]
+local now = tonumber(ARGV[1])
+local cursor = 4
+
+local function arg()
+  local value = ARGV[cursor]
+  cursor = cursor + 1
+  return value
+end
+
+local function f(prefix, step)
+  return prefix .. '.' .. step
+end
+
+local function get(field)
+  return redis.call('HGET', job, field)
+end
+
+-- Refresh the TTL on every transition; a finished job keeps its state for the retention.
+local function touch(finished)
+  redis.call('HSET', job, 'updated', now)
+  if finished then
+    redis.call('PEXPIRE', job, ARGV[3])
+  else
+    redis.call('PEXPIRE', job, ARGV[2])
+  end
+end
+
+-- Reads "n, then n step specs": id, timeout_ms, number of needs, the needs.
+local function read_steps()
+  local steps = {}
+  for _ = 1, tonumber(arg()) do
+    local step = { id = arg(), timeout = tonumber(arg()), needs = {} }
+    for _ = 1, tonumber(arg()) do
+      step.needs[#step.needs + 1] = arg()
+    end
+    steps[#steps + 1] = step
+  end
+  return steps
+end
+
+local function read_list()
+  local list = {}
+  for _ = 1, tonumber(arg()) do
+    list[#list + 1] = arg()
+  end
+  return list
+end
+
+-- A dispatch order for Rust: step, attempt, input override (or ''), outputs of its needs.
+local function dispatch_item(step, attempt, needs)
+  local item = { step, tostring(attempt), get(f('i', step)) or '' }
+  for _, need in ipairs(needs) do
+    item[#item + 1] = get(f('o', need)) or 'null'
+  end
+  return item
+end
+
+-- Reply: outcome, job status, detail, job input (only when something is dispatched), items.
+local function reply(outcome, status, detail, items)
+  local out = { outcome, status, detail or '' }
+  if items and #items > 0 then
+    out[4] = get('input')
+    for i, item in ipairs(items) do
+      out[4 + i] = item
+    end
+  end
+  return out
+end
+
+-- Records a step's success and starts every dependent whose needs are now all met.
+-- Returns the job status and the dispatch items.
+local function succeed(step, output, dependents, sinks)
+  redis.call('HSET', job, f('s', step), 'succeeded', f('o', step), output)
+  redis.call('HDEL', job, f('d', step), f('i', step))
+  local left = redis.call('HINCRBY', job, 'left', -1)
+  local items = {}
+  for _, dep in ipairs(dependents) do
+    local waiting = redis.call('HINCRBY', job, f('w', dep.id), -1)
+    if waiting <= 0 and get(f('s', dep.id)) == 'waiting' then
+      redis.call('HSET', job, f('s', dep.id), 'running', f('a', dep.id), 1,
+        f('d', dep.id), now + dep.timeout)
+      items[#items + 1] = dispatch_item(dep.id, 1, dep.needs)
+    end
+  end
+  local status = get('status')
+  if left <= 0 then
+    local output
+    if #sinks == 1 then
+      output = get(f('o', sinks[1])) or 'null'
+    else
+      -- Step ids are [A-Za-z0-9_-]+, so they need no JSON escaping.
+      local parts = {}
+      for i, sink in ipairs(sinks) do
+        parts[i] = '"' .. sink .. '":' .. (get(f('o', sink)) or 'null')
+      end
+      output = '{' .. table.concat(parts, ',') .. '}'
+    end
+    status = 'succeeded'
+    redis.call('HSET', job, 'status', status, 'output', output)
+  end
+  return status, items
+end
+
+local function ended(status)
+  return status == 'succeeded' or status == 'failed' or status == 'cancelled'
+end

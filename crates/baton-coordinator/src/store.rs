@@ -1,0 +1,509 @@
+//! Job state in Redis: one Lua script per transition (see `lua/`), the durable timer set,
+//! the idempotency index and the escalation index. Everything Baton knows about a job is
+//! here; the coordinator keeps nothing in memory that it could not reload.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use baton_protocol::keys::{self, TimerMember};
+use baton_protocol::plan::{Plan, Step};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{RedisError, Script};
+use uuid::Uuid;
+
+/// Why a Redis operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Redis: {0}")]
+    Redis(#[from] RedisError),
+    #[error("unexpected reply from a Redis script: {0}")]
+    Reply(String),
+}
+
+/// TTLs applied on every transition.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Ttl {
+    /// While a job runs (refreshed on each transition).
+    pub(crate) running: Duration,
+    /// After a job ended.
+    pub(crate) retention: Duration,
+}
+
+/// The reply of a job script.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Transition {
+    /// What the script did: `created`, `exists`, `succeeded`, `retry`, `escalated`,
+    /// `dispatched`, `resolved`, or why it did nothing: `stale`, `ended`, `missing`, `later`,
+    /// `not_escalated`.
+    pub(crate) outcome: String,
+    /// The job's status after the script.
+    pub(crate) status: String,
+    /// Outcome-specific detail (next attempt, due time, current state).
+    pub(crate) detail: String,
+    /// The job input (JSON), present when something is to be dispatched.
+    pub(crate) input: String,
+    /// Attempts the script started; Rust publishes their tasks.
+    pub(crate) dispatch: Vec<Dispatch>,
+}
+
+/// One attempt to publish.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Dispatch {
+    pub(crate) step: String,
+    pub(crate) attempt: u32,
+    /// A human-supplied input that replaces the mapping (escalation retry with `--input`).
+    pub(crate) input_override: Option<String>,
+    /// Outputs (JSON) of the step's needs, in the plan's order.
+    pub(crate) needs: Vec<String>,
+}
+
+/// Arguments of the `record` script beyond the step.
+pub(crate) struct Record<'a> {
+    pub(crate) attempt: u32,
+    pub(crate) kind: RecordKind,
+    pub(crate) payload: &'a str,
+    pub(crate) retryable: bool,
+    pub(crate) delay_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RecordKind {
+    Ok,
+    Fail,
+    Timeout,
+}
+
+struct Scripts {
+    create: Script,
+    record: Script,
+    retry: Script,
+    resolve: Script,
+    claim: Script,
+    settle: Script,
+}
+
+/// The Redis side of the coordinator. Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Store {
+    conn: ConnectionManager,
+    scripts: std::sync::Arc<Scripts>,
+    ttl: Ttl,
+}
+
+fn job_script(body: &str) -> Script {
+    Script::new(&format!("{}\n{}", include_str!("lua/common.lua"), body))
+}
+
+impl Store {
+    pub(crate) async fn connect(url: &str, ttl: Ttl) -> Result<Self, Error> {
+        let client = redis::Client::open(url)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(5)))
+            .set_response_timeout(Some(Duration::from_secs(10)))
+            .set_max_delay(Duration::from_secs(2));
+        let conn = ConnectionManager::new_with_config(client, config).await?;
+        let scripts = Scripts {
+            create: job_script(include_str!("lua/create.lua")),
+            record: job_script(include_str!("lua/record.lua")),
+            retry: job_script(include_str!("lua/retry.lua")),
+            resolve: job_script(include_str!("lua/resolve.lua")),
+            claim: Script::new(include_str!("lua/timers_claim.lua")),
+            settle: Script::new(include_str!("lua/timers_settle.lua")),
+        };
+        Ok(Self {
+            conn,
+            scripts: std::sync::Arc::new(scripts),
+            ttl,
+        })
+    }
+
+    /// Runs a job script after scheduling `timers`, in one round trip. The timers go first:
+    /// if the process dies between the two, a timer exists for a transition that never
+    /// happened (it fires, finds nothing due, and is dropped) — never the other way round.
+    async fn transition(
+        &self,
+        script: &Script,
+        job: Uuid,
+        now: u64,
+        args: Vec<String>,
+        timers: &[(TimerMember, u64)],
+    ) -> Result<Transition, Error> {
+        let mut invocation = script.key(keys::job(job));
+        invocation
+            .arg(now)
+            .arg(self.ttl.running.as_millis() as u64)
+            .arg(self.ttl.retention.as_millis() as u64);
+        for arg in &args {
+            invocation.arg(arg);
+        }
+        let mut pipe = redis::pipe();
+        for (member, due) in timers {
+            pipe.zadd(keys::TIMERS, member.encode(), *due).ignore();
+        }
+        pipe.invoke_script(&invocation);
+        let mut conn = self.conn.clone();
+        let reply: Vec<redis::Value> = match pipe.query_async(&mut conn).await {
+            Err(error)
+                if error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+            {
+                // Redis lost its script cache (restart or SCRIPT FLUSH): load and retry.
+                script.load_async(&mut conn).await?;
+                pipe.query_async(&mut conn).await?
+            }
+            other => other?,
+        };
+        let value = reply
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::Reply("empty".into()))?;
+        parse_transition(value)
+    }
+
+    pub(crate) async fn create(
+        &self,
+        job: Uuid,
+        plan: &Plan,
+        input: &str,
+        idempotency_key: Option<&str>,
+        now: u64,
+    ) -> Result<Transition, Error> {
+        let mut args = vec![
+            serde_json::to_string(plan.spec()).map_err(|e| Error::Reply(e.to_string()))?,
+            input.to_owned(),
+            idempotency_key.unwrap_or_default().to_owned(),
+        ];
+        push_steps(&mut args, plan.steps().iter());
+        let timers: Vec<_> = plan
+            .roots()
+            .map(|step| {
+                (
+                    timer(job, step, 1, keys::TimerKind::Timeout),
+                    now + step.timeout_ms,
+                )
+            })
+            .collect();
+        self.transition(&self.scripts.create, job, now, args, &timers)
+            .await
+    }
+
+    /// Records the outcome of one attempt of `step`.
+    pub(crate) async fn record(
+        &self,
+        job: Uuid,
+        plan: &Plan,
+        step: &Step,
+        record: Record<'_>,
+        now: u64,
+    ) -> Result<Transition, Error> {
+        let kind = match record.kind {
+            RecordKind::Ok => "ok",
+            RecordKind::Fail => "fail",
+            RecordKind::Timeout => "timeout",
+        };
+        let mut args = vec![
+            step.id.to_string(),
+            record.attempt.to_string(),
+            kind.to_owned(),
+            record.payload.to_owned(),
+            if record.retryable { "1" } else { "0" }.to_owned(),
+            step.retry.max_attempts.to_string(),
+            record.delay_ms.to_string(),
+        ];
+        let mut timers = Vec::new();
+        if record.kind == RecordKind::Ok {
+            push_steps(&mut args, plan.dependents(step.id.as_str()));
+            push_list(&mut args, plan.sinks().map(|s| s.id.to_string()));
+            for dep in plan.dependents(step.id.as_str()) {
+                timers.push((
+                    timer(job, dep, 1, keys::TimerKind::Timeout),
+                    now + dep.timeout_ms,
+                ));
+            }
+        } else {
+            let next = record.attempt + 1;
+            timers.push((
+                timer(job, step, next, keys::TimerKind::Retry),
+                now + record.delay_ms,
+            ));
+        }
+        self.transition(&self.scripts.record, job, now, args, &timers)
+            .await
+    }
+
+    /// Starts the attempt whose backoff ended.
+    pub(crate) async fn fire_retry(
+        &self,
+        job: Uuid,
+        step: &Step,
+        attempt: u32,
+        now: u64,
+    ) -> Result<Transition, Error> {
+        let mut args = vec![
+            step.id.to_string(),
+            attempt.to_string(),
+            step.timeout_ms.to_string(),
+        ];
+        push_list(&mut args, step.needs.iter().map(|n| n.to_string()));
+        let timers = [(
+            timer(job, step, attempt, keys::TimerKind::Timeout),
+            now + step.timeout_ms,
+        )];
+        self.transition(&self.scripts.retry, job, now, args, &timers)
+            .await
+    }
+
+    /// Resolves an escalated step. `next_attempt` is the attempt a retry would start.
+    pub(crate) async fn resolve(
+        &self,
+        job: Uuid,
+        plan: &Plan,
+        step: &Step,
+        action: &str,
+        payload: &str,
+        next_attempt: u32,
+        now: u64,
+    ) -> Result<Transition, Error> {
+        let mut args = vec![
+            step.id.to_string(),
+            action.to_owned(),
+            payload.to_owned(),
+            step.timeout_ms.to_string(),
+        ];
+        push_steps(&mut args, plan.dependents(step.id.as_str()));
+        push_list(&mut args, plan.sinks().map(|s| s.id.to_string()));
+        push_list(&mut args, step.needs.iter().map(|n| n.to_string()));
+        let timers: Vec<_> = match action {
+            "output" => plan
+                .dependents(step.id.as_str())
+                .map(|dep| {
+                    (
+                        timer(job, dep, 1, keys::TimerKind::Timeout),
+                        now + dep.timeout_ms,
+                    )
+                })
+                .collect(),
+            "retry" => vec![(
+                timer(job, step, next_attempt, keys::TimerKind::Timeout),
+                now + step.timeout_ms,
+            )],
+            _ => Vec::new(),
+        };
+        self.transition(&self.scripts.resolve, job, now, args, &timers)
+            .await
+    }
+
+    /// Claims up to `batch` due timers for `lease`; returns them with their lease score and
+    /// the earliest score still in the set.
+    pub(crate) async fn claim_timers(
+        &self,
+        now: u64,
+        lease: Duration,
+        batch: usize,
+    ) -> Result<(Vec<String>, u64, Option<u64>), Error> {
+        let lease_ms = lease.as_millis() as u64;
+        let mut reply: Vec<String> = self
+            .scripts
+            .claim
+            .key(keys::TIMERS)
+            .arg(now)
+            .arg(lease_ms)
+            .arg(batch)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        let next = reply
+            .pop()
+            .and_then(|score| score.parse::<f64>().ok())
+            .map(|s| s as u64);
+        Ok((reply, now + lease_ms, next))
+    }
+
+    /// Removes a claimed timer, or moves it to `reschedule`, unless it was rescheduled since.
+    pub(crate) async fn settle_timer(
+        &self,
+        member: &str,
+        lease_score: u64,
+        reschedule: Option<u64>,
+    ) -> Result<(), Error> {
+        let _: i64 = self
+            .scripts
+            .settle
+            .key(keys::TIMERS)
+            .arg(member)
+            .arg(lease_score)
+            .arg(reschedule.map(|s| s.to_string()).unwrap_or_default())
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(())
+    }
+
+    /// Drops the timeout timer of an attempt that answered.
+    pub(crate) async fn cancel_timer(&self, member: &TimerMember) -> Result<(), Error> {
+        let _: i64 = redis::cmd("ZREM")
+            .arg(keys::TIMERS)
+            .arg(member.encode())
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(())
+    }
+
+    /// Maps an idempotency key to `job` unless it is taken; returns the job it maps to.
+    pub(crate) async fn claim_idempotency_key(&self, key: &str, job: Uuid) -> Result<Uuid, Error> {
+        let ttl = self.ttl.running.as_millis() as u64;
+        let (set, existing): (Option<String>, Option<String>) = redis::pipe()
+            .cmd("SET")
+            .arg(keys::idempotency(key))
+            .arg(job.to_string())
+            .arg("NX")
+            .arg("PX")
+            .arg(ttl)
+            .cmd("GET")
+            .arg(keys::idempotency(key))
+            .query_async(&mut self.conn.clone())
+            .await?;
+        let _ = set;
+        let existing = existing.ok_or_else(|| Error::Reply("idempotency key vanished".into()))?;
+        Uuid::parse_str(&existing).map_err(|e| Error::Reply(e.to_string()))
+    }
+
+    pub(crate) async fn idempotency_key(&self, key: &str) -> Result<Option<Uuid>, Error> {
+        let existing: Option<String> = redis::cmd("GET")
+            .arg(keys::idempotency(key))
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(existing.and_then(|id| Uuid::parse_str(&id).ok()))
+    }
+
+    /// The whole job hash (empty when the job does not exist).
+    pub(crate) async fn job(&self, job: Uuid) -> Result<HashMap<String, String>, Error> {
+        Ok(redis::cmd("HGETALL")
+            .arg(keys::job(job))
+            .query_async(&mut self.conn.clone())
+            .await?)
+    }
+
+    /// Selected fields of the job hash.
+    pub(crate) async fn job_fields(
+        &self,
+        job: Uuid,
+        fields: &[String],
+    ) -> Result<Vec<Option<String>>, Error> {
+        Ok(redis::cmd("HMGET")
+            .arg(keys::job(job))
+            .arg(fields)
+            .query_async(&mut self.conn.clone())
+            .await?)
+    }
+
+    pub(crate) async fn index_escalation(&self, id: &str, now: u64) -> Result<(), Error> {
+        let _: i64 = redis::cmd("ZADD")
+            .arg(keys::ESCALATIONS)
+            .arg("NX")
+            .arg(now)
+            .arg(id)
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(())
+    }
+
+    pub(crate) async fn unindex_escalation(&self, id: &str) -> Result<(), Error> {
+        let _: i64 = redis::cmd("ZREM")
+            .arg(keys::ESCALATIONS)
+            .arg(id)
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(())
+    }
+
+    /// Escalation ids, oldest first.
+    pub(crate) async fn escalation_ids(&self, limit: usize) -> Result<Vec<String>, Error> {
+        let stop = i64::try_from(limit)
+            .unwrap_or(i64::MAX)
+            .saturating_sub(1)
+            .max(0);
+        Ok(redis::cmd("ZRANGE")
+            .arg(keys::ESCALATIONS)
+            .arg(0)
+            .arg(stop)
+            .query_async(&mut self.conn.clone())
+            .await?)
+    }
+}
+
+fn timer(job: Uuid, step: &Step, attempt: u32, kind: keys::TimerKind) -> TimerMember {
+    TimerMember {
+        job,
+        step: step.id.to_string(),
+        attempt,
+        kind,
+    }
+}
+
+/// Appends steps in the layout `read_steps` in common.lua expects.
+fn push_steps<'a>(args: &mut Vec<String>, steps: impl Iterator<Item = &'a Step>) {
+    let at = args.len();
+    args.push(String::new());
+    let mut count = 0;
+    for step in steps {
+        count += 1;
+        args.push(step.id.to_string());
+        args.push(step.timeout_ms.to_string());
+        args.push(step.needs.len().to_string());
+        args.extend(step.needs.iter().map(|n| n.to_string()));
+    }
+    args[at] = count.to_string();
+}
+
+fn push_list(args: &mut Vec<String>, items: impl Iterator<Item = String>) {
+    let at = args.len();
+    args.push(String::new());
+    let mut count = 0;
+    for item in items {
+        count += 1;
+        args.push(item);
+    }
+    args[at] = count.to_string();
+}
+
+fn parse_transition(value: redis::Value) -> Result<Transition, Error> {
+    let redis::Value::Array(items) = value else {
+        return Err(Error::Reply(format!("{value:?}")));
+    };
+    let mut items = items.into_iter();
+    let mut text = |name: &str| -> Result<String, Error> {
+        match items.next() {
+            None | Some(redis::Value::Nil) => Ok(String::new()),
+            Some(value) => redis::from_redis_value::<String>(value)
+                .map_err(|e| Error::Reply(format!("{name}: {e}"))),
+        }
+    };
+    let outcome = text("outcome")?;
+    let status = text("status")?;
+    let detail = text("detail")?;
+    let input = text("input")?;
+    let mut dispatch = Vec::new();
+    for item in items {
+        let parts: Vec<String> =
+            redis::from_redis_value(item).map_err(|e| Error::Reply(format!("dispatch: {e}")))?;
+        let mut parts = parts.into_iter();
+        let (Some(step), Some(attempt), Some(input_override)) =
+            (parts.next(), parts.next(), parts.next())
+        else {
+            return Err(Error::Reply("short dispatch item".into()));
+        };
+        dispatch.push(Dispatch {
+            step,
+            attempt: attempt
+                .parse()
+                .map_err(|_| Error::Reply(format!("attempt {attempt}")))?,
+            input_override: (!input_override.is_empty()).then_some(input_override),
+            needs: parts.collect(),
+        });
+    }
+    Ok(Transition {
+        outcome,
+        status,
+        detail,
+        input,
+        dispatch,
+    })
+}

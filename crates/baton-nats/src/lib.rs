@@ -1,0 +1,211 @@
+//! Connecting to NATS and declaring Baton's JetStream streams and consumers. The coordinator,
+//! the worker SDK and the CLI all go through here, so every process agrees on one stream and
+//! consumer configuration.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer, stream};
+use async_nats::{ConnectOptions, HeaderMap};
+use baton_protocol::subject::{self, header};
+use baton_protocol::{AgentName, Encoding};
+use serde::{Deserialize, Serialize};
+
+/// How to reach NATS. Authentication and TLS options come with the security work; the URL may
+/// already carry `user:password@`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NatsOptions {
+    /// Server URL(s), comma-separated, e.g. `nats://127.0.0.1:4222`.
+    pub url: String,
+    /// Connection name shown in the server's monitoring.
+    pub name: String,
+}
+
+impl Default for NatsOptions {
+    fn default() -> Self {
+        Self {
+            url: "nats://127.0.0.1:4222".to_owned(),
+            name: "baton".to_owned(),
+        }
+    }
+}
+
+/// Why a NATS setup step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("could not connect to NATS at {url}: {source}")]
+    Connect {
+        url: String,
+        #[source]
+        source: async_nats::ConnectError,
+    },
+    #[error("could not create JetStream stream {stream}: {message}")]
+    Stream {
+        stream: &'static str,
+        message: String,
+    },
+    #[error("could not create JetStream consumer {consumer}: {message}")]
+    Consumer { consumer: String, message: String },
+}
+
+/// Connects, retrying the first connection and reconnecting forever after: Baton processes
+/// must ride out a nats-server restart without a human.
+pub async fn connect(options: &NatsOptions) -> Result<async_nats::Client, Error> {
+    ConnectOptions::new()
+        .name(&options.name)
+        .retry_on_initial_connect()
+        .max_reconnects(None)
+        .connection_timeout(Duration::from_secs(5))
+        .request_timeout(Some(Duration::from_secs(10)))
+        .event_callback(|event| async move {
+            tracing::info!(event = %event, "NATS connection event");
+        })
+        .connect(options.url.as_str())
+        .await
+        .map_err(|source| Error::Connect {
+            url: options.url.clone(),
+            source,
+        })
+}
+
+/// Stream configurations, the one place they are defined.
+pub fn stream_configs(max_payload: usize) -> Vec<stream::Config> {
+    let max_message_size = i32::try_from(max_payload).unwrap_or(i32::MAX);
+    let work_queue = |name: &str, subjects: &str| stream::Config {
+        name: name.to_owned(),
+        subjects: vec![subjects.to_owned()],
+        retention: stream::RetentionPolicy::WorkQueue,
+        storage: stream::StorageType::File,
+        max_message_size,
+        duplicate_window: Duration::from_secs(120),
+        ..Default::default()
+    };
+    vec![
+        work_queue(subject::stream::JOBS, subject::ENQUEUE),
+        work_queue(subject::stream::TASKS, subject::TASKS_ALL),
+        work_queue(subject::stream::RESULTS, subject::RESULTS_ALL),
+        stream::Config {
+            name: subject::stream::DLQ.to_owned(),
+            subjects: vec![subject::DLQ_ALL.to_owned()],
+            retention: stream::RetentionPolicy::Limits,
+            storage: stream::StorageType::File,
+            max_age: Duration::from_secs(14 * 24 * 3600),
+            duplicate_window: Duration::from_secs(120),
+            ..Default::default()
+        },
+    ]
+}
+
+/// Creates Baton's streams if they do not exist (an existing stream is left as it is).
+pub async fn ensure_streams(js: &jetstream::Context, max_payload: usize) -> Result<(), Error> {
+    for config in stream_configs(max_payload) {
+        let name = match config.name.as_str() {
+            subject::stream::JOBS => subject::stream::JOBS,
+            subject::stream::TASKS => subject::stream::TASKS,
+            subject::stream::RESULTS => subject::stream::RESULTS,
+            _ => subject::stream::DLQ,
+        };
+        js.get_or_create_stream(config)
+            .await
+            .map_err(|error| Error::Stream {
+                stream: name,
+                message: error.to_string(),
+            })?;
+    }
+    Ok(())
+}
+
+/// Settings of the consumer shared by all replicas of one agent type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AgentConsumerOptions {
+    /// How long the broker waits for an ack (or an in-progress heartbeat) before redelivering.
+    pub ack_wait: Duration,
+    /// Deliveries before the broker gives up on a task (a poison task); the coordinator's
+    /// step timeout then takes over.
+    pub max_deliver: i64,
+    /// Tasks in flight across all replicas of the agent type.
+    pub max_ack_pending: i64,
+}
+
+impl Default for AgentConsumerOptions {
+    fn default() -> Self {
+        Self {
+            ack_wait: Duration::from_secs(30),
+            max_deliver: 5,
+            max_ack_pending: 1000,
+        }
+    }
+}
+
+/// Gets or creates the durable pull consumer of an agent type.
+pub async fn agent_consumer(
+    js: &jetstream::Context,
+    agent: &AgentName,
+    options: AgentConsumerOptions,
+) -> Result<consumer::PullConsumer, Error> {
+    let name = subject::consumer::agent(agent);
+    let config = consumer::pull::Config {
+        durable_name: Some(name.clone()),
+        filter_subject: subject::tasks(agent),
+        ack_policy: consumer::AckPolicy::Explicit,
+        ack_wait: options.ack_wait,
+        max_deliver: options.max_deliver,
+        max_ack_pending: options.max_ack_pending,
+        ..Default::default()
+    };
+    durable(js, subject::stream::TASKS, name, config).await
+}
+
+/// Gets or creates a durable pull consumer shared by all coordinator replicas.
+pub async fn coordinator_consumer(
+    js: &jetstream::Context,
+    stream: &str,
+    name: &str,
+    filter: &str,
+    max_ack_pending: i64,
+) -> Result<consumer::PullConsumer, Error> {
+    let config = consumer::pull::Config {
+        durable_name: Some(name.to_owned()),
+        filter_subject: filter.to_owned(),
+        ack_policy: consumer::AckPolicy::Explicit,
+        ack_wait: Duration::from_secs(30),
+        max_ack_pending,
+        ..Default::default()
+    };
+    durable(js, stream, name.to_owned(), config).await
+}
+
+async fn durable(
+    js: &jetstream::Context,
+    stream: &str,
+    name: String,
+    config: consumer::pull::Config,
+) -> Result<consumer::PullConsumer, Error> {
+    let consumer_error = |message: String| Error::Consumer {
+        consumer: name.clone(),
+        message,
+    };
+    let stream = js
+        .get_stream(stream)
+        .await
+        .map_err(|e| consumer_error(e.to_string()))?;
+    stream
+        .get_or_create_consumer(&name, config)
+        .await
+        .map_err(|error| consumer_error(error.to_string()))
+}
+
+/// The encoding a message declares in its `Content-Type` header.
+pub fn encoding_of(headers: Option<&HeaderMap>) -> Result<Encoding, baton_protocol::codec::Error> {
+    let content_type = headers
+        .and_then(|headers| headers.get(header::CONTENT_TYPE))
+        .map(|value| value.as_str());
+    Encoding::from_content_type(content_type)
+}
+
+/// Headers announcing `encoding`, for replies and published messages.
+pub fn headers_for(encoding: Encoding) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert(header::CONTENT_TYPE, encoding.content_type());
+    headers
+}

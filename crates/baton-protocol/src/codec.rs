@@ -1,0 +1,234 @@
+//! JSON and MessagePack, chosen by the `Content-Type` header; replies use the request's
+//! encoding. Decoding checks the size and nesting limits and sorts failures into stable codes.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::subject::header;
+
+/// A message's encoding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Encoding {
+    #[default]
+    Json,
+    MsgPack,
+}
+
+/// Why a message could not be decoded. Each variant has a stable `code`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    #[error("unsupported Content-Type {0:?}; use application/json or application/msgpack")]
+    ContentType(String),
+    #[error("message is {size} bytes; the limit is {limit}")]
+    TooLarge { size: usize, limit: usize },
+    #[error("message is not valid {encoding}: {message}")]
+    Malformed {
+        encoding: &'static str,
+        message: String,
+    },
+    #[error("message does not match the expected schema: {0}")]
+    Schema(String),
+    #[error("message nests deeper than {0} levels")]
+    TooDeep(usize),
+    #[error("could not encode message: {0}")]
+    Encode(String),
+}
+
+impl Error {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::ContentType(_) => "unsupported_content_type",
+            Error::TooLarge { .. } => "payload_too_large",
+            Error::Malformed { .. } => "malformed_payload",
+            Error::Schema(_) => "invalid_request",
+            Error::TooDeep(_) => "payload_too_deep",
+            Error::Encode(_) => "internal",
+        }
+    }
+}
+
+impl Encoding {
+    /// The encoding named by a `Content-Type` header value (none means JSON).
+    pub fn from_content_type(content_type: Option<&str>) -> Result<Self, Error> {
+        let Some(raw) = content_type else {
+            return Ok(Encoding::Json);
+        };
+        let essence = raw
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase();
+        match essence.as_str() {
+            "" | header::JSON => Ok(Encoding::Json),
+            header::MSGPACK | "application/x-msgpack" => Ok(Encoding::MsgPack),
+            _ => Err(Error::ContentType(raw.chars().take(100).collect())),
+        }
+    }
+
+    /// The header value to send with this encoding.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Encoding::Json => header::JSON,
+            Encoding::MsgPack => header::MSGPACK,
+        }
+    }
+
+    /// Decodes `bytes` after checking its size against `max_bytes`.
+    pub fn decode<T: DeserializeOwned>(self, bytes: &[u8], max_bytes: usize) -> Result<T, Error> {
+        if bytes.len() > max_bytes {
+            return Err(Error::TooLarge {
+                size: bytes.len(),
+                limit: max_bytes,
+            });
+        }
+        match self {
+            Encoding::Json => serde_json::from_slice(bytes).map_err(|error| {
+                use serde_json::error::Category;
+                match error.classify() {
+                    Category::Data => Error::Schema(error.to_string()),
+                    Category::Syntax | Category::Eof | Category::Io => Error::Malformed {
+                        encoding: "JSON",
+                        message: error.to_string(),
+                    },
+                }
+            }),
+            Encoding::MsgPack => rmp_serde::from_slice(bytes).map_err(|error| match error {
+                rmp_serde::decode::Error::Syntax(message) => Error::Schema(message),
+                rmp_serde::decode::Error::DepthLimitExceeded => Error::TooDeep(1024),
+                other => Error::Malformed {
+                    encoding: "MessagePack",
+                    message: other.to_string(),
+                },
+            }),
+        }
+    }
+
+    /// Encodes a value. Maps and structs become MessagePack maps with string keys, so any
+    /// MessagePack client reads them like the JSON form.
+    pub fn encode<T: Serialize>(self, value: &T) -> Result<Vec<u8>, Error> {
+        match self {
+            Encoding::Json => serde_json::to_vec(value).map_err(|e| Error::Encode(e.to_string())),
+            Encoding::MsgPack => {
+                rmp_serde::to_vec_named(value).map_err(|e| Error::Encode(e.to_string()))
+            }
+        }
+    }
+}
+
+/// Rejects JSON values nested deeper than `max_depth`. serde_json stops at 128 levels on its
+/// own; this keeps user data well inside that so stored values can always be re-read.
+pub fn check_depth(value: &Value, max_depth: usize) -> Result<(), Error> {
+    let mut stack = vec![(value, 1usize)];
+    while let Some((value, depth)) = stack.pop() {
+        if depth > max_depth {
+            return Err(Error::TooDeep(max_depth));
+        }
+        match value {
+            Value::Array(items) => stack.extend(items.iter().map(|v| (v, depth + 1))),
+            Value::Object(map) => stack.extend(map.values().map(|v| (v, depth + 1))),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::messages::SubmitRequest;
+
+    #[test]
+    fn content_types_select_the_encoding() {
+        assert_eq!(Encoding::from_content_type(None), Ok(Encoding::Json));
+        assert_eq!(
+            Encoding::from_content_type(Some("application/msgpack")),
+            Ok(Encoding::MsgPack)
+        );
+        assert_eq!(
+            Encoding::from_content_type(Some("application/json; charset=utf-8")),
+            Ok(Encoding::Json)
+        );
+        assert_eq!(
+            Encoding::from_content_type(Some("text/xml"))
+                .unwrap_err()
+                .code(),
+            "unsupported_content_type"
+        );
+    }
+
+    #[test]
+    fn failures_have_codes() {
+        let json = Encoding::Json;
+        assert_eq!(
+            json.decode::<SubmitRequest>(b"{\"plan\":", 100)
+                .unwrap_err()
+                .code(),
+            "malformed_payload"
+        );
+        assert_eq!(
+            json.decode::<SubmitRequest>(b"\xff\xfe", 100)
+                .unwrap_err()
+                .code(),
+            "malformed_payload"
+        );
+        assert_eq!(
+            json.decode::<SubmitRequest>(b"{\"input\":1}", 100)
+                .unwrap_err()
+                .code(),
+            "invalid_request"
+        );
+        assert_eq!(
+            json.decode::<SubmitRequest>(b"{\"plan\":{},\"x\":1}", 100)
+                .unwrap_err()
+                .code(),
+            "invalid_request"
+        );
+        assert_eq!(
+            json.decode::<SubmitRequest>(&[b' '; 101], 100)
+                .unwrap_err()
+                .code(),
+            "payload_too_large"
+        );
+    }
+
+    #[test]
+    fn msgpack_round_trips_and_truncation_is_malformed() {
+        let request = SubmitRequest {
+            plan: json!({"steps": []}),
+            input: json!({"a": [1, 2.5, "x"]}),
+            idempotency_key: Some("k".into()),
+        };
+        let bytes = Encoding::MsgPack.encode(&request).unwrap();
+        assert_eq!(
+            Encoding::MsgPack
+                .decode::<SubmitRequest>(&bytes, 1 << 20)
+                .unwrap(),
+            request
+        );
+        let truncated = &bytes[..bytes.len() - 3];
+        assert_eq!(
+            Encoding::MsgPack
+                .decode::<SubmitRequest>(truncated, 1 << 20)
+                .unwrap_err()
+                .code(),
+            "malformed_payload"
+        );
+    }
+
+    #[test]
+    fn depth_is_bounded() {
+        let mut value = json!(1);
+        for _ in 0..70 {
+            value = json!([value]);
+        }
+        assert_eq!(
+            check_depth(&value, 64).unwrap_err().code(),
+            "payload_too_deep"
+        );
+        assert!(check_depth(&json!({"a": [1]}), 64).is_ok());
+    }
+}

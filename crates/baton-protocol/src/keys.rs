@@ -1,0 +1,163 @@
+//! The Redis key schema. Every key of one job carries the hash tag `{<job id>}`, so one job's
+//! script touches one slot (Redis Cluster ready). The few global keys are indexes that are
+//! written *before* the job transition they describe, so a crash leaves an extra entry (which
+//! its reader skips), never a missing one.
+//!
+//! Fields of the job hash (step ids never contain `.`, so step fields cannot collide with job
+//! fields):
+//!
+//! | field | meaning |
+//! |---|---|
+//! | `status` | job status (`running`, `succeeded`, …) |
+//! | `plan`, `input` | the plan (normalised JSON) and the job input |
+//! | `created`, `updated` | unix milliseconds |
+//! | `left` | steps not yet succeeded |
+//! | `escalated` | open escalations |
+//! | `idem` | idempotency key, if any |
+//! | `output`, `error` | the job's output or failure reason, once it ends |
+//! | `s.<step>` | step status: `waiting`, `running`, `retrying`, `succeeded`, `escalated`, `failed`, `cancelled` |
+//! | `a.<step>` | current attempt (1-based; 0 before the first dispatch) |
+//! | `b.<step>` | attempts already spent before the current retry budget (raised by a human retry) |
+//! | `w.<step>` | needs not yet succeeded |
+//! | `d.<step>` | due time: attempt deadline while running, retry time while retrying |
+//! | `o.<step>` | output (JSON) |
+//! | `e.<step>` | last error (JSON `{"message","class","retryable"}`) |
+//! | `i.<step>` | input of the current attempt, kept while escalated for inspection and retry |
+
+use uuid::Uuid;
+
+/// The job hash.
+pub fn job(job: Uuid) -> String {
+    format!("baton:{{{job}}}:job")
+}
+
+/// Maps an idempotency key to its job id.
+pub fn idempotency(key: &str) -> String {
+    format!("baton:idem:{key}")
+}
+
+/// Durable timers: a sorted set of [`TimerMember`]s scored by due time (unix ms).
+pub const TIMERS: &str = "baton:timers";
+
+/// Index of escalations, scored by creation time (unix ms). Members are escalation ids.
+pub const ESCALATIONS: &str = "baton:escalations";
+
+/// Job hash field names.
+pub mod field {
+    pub const STATUS: &str = "status";
+    pub const PLAN: &str = "plan";
+    pub const INPUT: &str = "input";
+    pub const CREATED: &str = "created";
+    pub const UPDATED: &str = "updated";
+    pub const OUTPUT: &str = "output";
+    pub const ERROR: &str = "error";
+    pub const IDEMPOTENCY_KEY: &str = "idem";
+
+    pub fn step_status(step: &str) -> String {
+        format!("s.{step}")
+    }
+    pub fn step_attempt(step: &str) -> String {
+        format!("a.{step}")
+    }
+    pub fn step_output(step: &str) -> String {
+        format!("o.{step}")
+    }
+    pub fn step_error(step: &str) -> String {
+        format!("e.{step}")
+    }
+    pub fn step_input(step: &str) -> String {
+        format!("i.{step}")
+    }
+}
+
+/// What a timer does when it fires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimerKind {
+    /// The attempt's deadline: if it is still running, it failed with a timeout.
+    Timeout,
+    /// The end of a retry backoff: dispatch the next attempt.
+    Retry,
+}
+
+/// One timer: (job, step, attempt, kind). Members are unique per attempt, so two replicas
+/// never fight over one entry, and firing is fenced by the attempt inside the job's script.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimerMember {
+    pub job: Uuid,
+    pub step: String,
+    pub attempt: u32,
+    pub kind: TimerKind,
+}
+
+impl TimerMember {
+    pub fn encode(&self) -> String {
+        let kind = match self.kind {
+            TimerKind::Timeout => 't',
+            TimerKind::Retry => 'r',
+        };
+        format!("{}|{}|{}|{}", self.job, self.step, self.attempt, kind)
+    }
+
+    pub fn decode(raw: &str) -> Option<Self> {
+        let mut parts = raw.split('|');
+        let job = Uuid::parse_str(parts.next()?).ok()?;
+        let step = parts.next()?.to_owned();
+        let attempt = parts.next()?.parse().ok()?;
+        let kind = match parts.next()? {
+            "t" => TimerKind::Timeout,
+            "r" => TimerKind::Retry,
+            _ => return None,
+        };
+        parts.next().is_none().then_some(Self {
+            job,
+            step,
+            attempt,
+            kind,
+        })
+    }
+}
+
+/// Escalation ids are `<job id>.<step id>`: readable, and they locate the record inside the
+/// job's own hash without another index.
+pub fn escalation_id(job: Uuid, step: &str) -> String {
+    format!("{job}.{step}")
+}
+
+/// Splits an escalation id into its job and step.
+pub fn parse_escalation_id(id: &str) -> Option<(Uuid, &str)> {
+    let (job, step) = id.split_once('.')?;
+    Some((Uuid::parse_str(job).ok()?, step))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_keys_share_one_hash_tag() {
+        let id = Uuid::now_v7();
+        assert_eq!(job(id), format!("baton:{{{id}}}:job"));
+    }
+
+    #[test]
+    fn timer_members_round_trip() {
+        let member = TimerMember {
+            job: Uuid::now_v7(),
+            step: "s1".into(),
+            attempt: 3,
+            kind: TimerKind::Retry,
+        };
+        assert_eq!(TimerMember::decode(&member.encode()), Some(member));
+        assert_eq!(TimerMember::decode("x|y"), None);
+    }
+
+    #[test]
+    fn escalation_ids_round_trip() {
+        let id = Uuid::now_v7();
+        assert_eq!(
+            parse_escalation_id(&escalation_id(id, "a-b")),
+            Some((id, "a-b"))
+        );
+        assert_eq!(parse_escalation_id("nope"), None);
+    }
+}

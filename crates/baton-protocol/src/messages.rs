@@ -1,0 +1,463 @@
+//! The message on every subject of the public contract v1 (see `docs/protocol.md`).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+/// Longest idempotency key accepted.
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 256;
+
+/// Body of `baton.jobs.submit` and `baton.jobs.enqueue`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitRequest {
+    /// The plan: a JSON object, or a string holding JSON or YAML.
+    pub plan: Value,
+    /// The job input; `null` when missing.
+    #[serde(default)]
+    pub input: Value,
+    /// A repeated submit with the same key returns the existing job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+}
+
+/// Successful reply to a submit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SubmitReply {
+    pub job_id: Uuid,
+    /// True when the idempotency key matched an existing job.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub existing: bool,
+}
+
+/// Error reply on any request subject: `{"error": {"code", "message"}}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorReply {
+    pub error: ErrorBody,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// Stable snake_case code, e.g. `plan_cycle`, `invalid_request`, `not_found`.
+    pub code: String,
+    /// Human-readable explanation.
+    pub message: String,
+}
+
+impl ErrorReply {
+    pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            error: ErrorBody {
+                code: code.into(),
+                message: message.into(),
+            },
+        }
+    }
+}
+
+/// A reply that is either the expected body or an [`ErrorReply`]; what clients decode.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Reply<T> {
+    Err(ErrorReply),
+    Ok(T),
+}
+
+impl<T> Reply<T> {
+    pub fn into_result(self) -> Result<T, ErrorBody> {
+        match self {
+            Reply::Ok(value) => Ok(value),
+            Reply::Err(reply) => Err(reply.error),
+        }
+    }
+}
+
+/// Body of `baton.jobs.status`: exactly one of the two fields.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatusRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<Uuid>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobStatus {
+    Pending,
+    Running,
+    Succeeded,
+    Failed,
+    Escalated,
+    Cancelled,
+}
+
+impl JobStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Pending => "pending",
+            JobStatus::Running => "running",
+            JobStatus::Succeeded => "succeeded",
+            JobStatus::Failed => "failed",
+            JobStatus::Escalated => "escalated",
+            JobStatus::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        Some(match raw {
+            "pending" => JobStatus::Pending,
+            "running" => JobStatus::Running,
+            "succeeded" => JobStatus::Succeeded,
+            "failed" => JobStatus::Failed,
+            "escalated" => JobStatus::Escalated,
+            "cancelled" => JobStatus::Cancelled,
+            _ => return None,
+        })
+    }
+
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            JobStatus::Succeeded | JobStatus::Failed | JobStatus::Cancelled
+        )
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepStatus {
+    /// Some needs have not succeeded yet.
+    Waiting,
+    /// An attempt is dispatched and has not answered.
+    Running,
+    /// An attempt failed; the next one starts when the backoff ends.
+    Retrying,
+    Succeeded,
+    /// The retry policy is exhausted; a human decides.
+    Escalated,
+    Failed,
+    Cancelled,
+}
+
+impl StepStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepStatus::Waiting => "waiting",
+            StepStatus::Running => "running",
+            StepStatus::Retrying => "retrying",
+            StepStatus::Succeeded => "succeeded",
+            StepStatus::Escalated => "escalated",
+            StepStatus::Failed => "failed",
+            StepStatus::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        Some(match raw {
+            "waiting" => StepStatus::Waiting,
+            "running" => StepStatus::Running,
+            "retrying" => StepStatus::Retrying,
+            "succeeded" => StepStatus::Succeeded,
+            "escalated" => StepStatus::Escalated,
+            "failed" => StepStatus::Failed,
+            "cancelled" => StepStatus::Cancelled,
+            _ => return None,
+        })
+    }
+}
+
+/// Reply to `baton.jobs.status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusReply {
+    pub job_id: Uuid,
+    pub status: JobStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<String>,
+    pub steps: BTreeMap<String, StepView>,
+    /// The output of the sink step, or a map of sink id to output when there are several.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub created_ms: u64,
+    pub updated_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepView {
+    pub status: StepStatus,
+    pub attempts: u32,
+    pub agent: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<Failure>,
+}
+
+/// How an attempt failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureClass {
+    /// The agent reported an error.
+    Error,
+    /// The attempt did not answer before its deadline.
+    Timeout,
+    /// The agent's answer broke the contract (e.g. both or neither of output and error).
+    Invalid,
+}
+
+/// A failed attempt, as recorded and reported.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    pub message: String,
+    pub class: FailureClass,
+    /// False when the agent said retrying cannot help: the step escalates at once.
+    pub retryable: bool,
+}
+
+/// A message on `baton.tasks.<agent>`. `I` is the input's representation: the coordinator
+/// writes pre-encoded JSON, workers read a `serde_json::Value`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Task<I = Value> {
+    pub job_id: Uuid,
+    pub step_id: String,
+    /// 1-based attempt number; the result must echo it (it is the fencing token).
+    pub attempt: u32,
+    pub agent: String,
+    pub input: I,
+    /// Unix milliseconds after which the coordinator counts this attempt as timed out;
+    /// the worker SDK stops working on it then.
+    pub deadline_ms: u64,
+}
+
+/// A message on `baton.results.<agent>`: exactly one of `output` and `error`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskResult {
+    pub job_id: Uuid,
+    pub step_id: String,
+    pub attempt: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<AgentError>,
+    /// Free-form identity of the worker that produced this result (for diagnostics).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<String>,
+    /// How long the agent worked on it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+}
+
+/// An agent's error in a result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentError {
+    pub message: String,
+    /// Whether another attempt may succeed; `false` escalates immediately.
+    #[serde(default = "default_true")]
+    pub retryable: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// One event on `baton.events.<job_id>`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub job_id: Uuid,
+    pub ts_ms: u64,
+    #[serde(flatten)]
+    pub kind: EventKind,
+}
+
+/// What happened.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum EventKind {
+    JobCreated {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        plan: Option<String>,
+        steps: usize,
+    },
+    StepDispatched {
+        step_id: String,
+        agent: String,
+        attempt: u32,
+    },
+    StepSucceeded {
+        step_id: String,
+        attempt: u32,
+    },
+    StepFailed {
+        step_id: String,
+        attempt: u32,
+        error: Failure,
+    },
+    RetryScheduled {
+        step_id: String,
+        attempt: u32,
+        delay_ms: u64,
+    },
+    StepEscalated {
+        step_id: String,
+        attempt: u32,
+        escalation_id: String,
+    },
+    EscalationResolved {
+        step_id: String,
+        escalation_id: String,
+        action: ResolveAction,
+    },
+    ResultFenced {
+        step_id: String,
+        attempt: u32,
+        reason: String,
+    },
+    JobSucceeded,
+    JobFailed {
+        error: String,
+    },
+}
+
+/// Body of `baton.escalations.list`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListEscalationsRequest {
+    /// Most escalations to return (oldest first); default 100.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ListEscalationsReply {
+    pub escalations: Vec<EscalationView>,
+}
+
+/// Body of `baton.escalations.get`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GetEscalationRequest {
+    pub id: String,
+}
+
+/// An open escalation: a step whose retry policy is exhausted, waiting for a human.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EscalationView {
+    pub id: String,
+    pub job_id: Uuid,
+    pub step_id: String,
+    pub agent: String,
+    pub attempts: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<Failure>,
+    /// The input of the last attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<Value>,
+    pub job_status: JobStatus,
+}
+
+/// How a human resolves an escalation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResolveAction {
+    /// Use the supplied output as the step's output and continue the job.
+    Output,
+    /// Run the step again (with a fresh retry budget), optionally with a new input.
+    Retry,
+    /// Fail the job.
+    Fail,
+}
+
+/// Body of `baton.escalations.resolve`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResolveEscalationRequest {
+    pub id: String,
+    pub action: ResolveAction,
+    /// Required with `output`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<Value>,
+    /// Optional with `retry`: replaces the step's input.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<Value>,
+    /// Optional note, e.g. why the job was failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResolveEscalationReply {
+    pub job_id: Uuid,
+    pub step_id: String,
+    pub action: ResolveAction,
+    pub job_status: JobStatus,
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn wire_format_is_stable() {
+        let job_id = Uuid::nil();
+        let event = Event {
+            job_id,
+            ts_ms: 5,
+            kind: EventKind::StepDispatched {
+                step_id: "a".into(),
+                agent: "sim".into(),
+                attempt: 1,
+            },
+        };
+        assert_eq!(
+            serde_json::to_value(&event).unwrap(),
+            json!({"job_id": job_id, "ts_ms": 5, "type": "step_dispatched", "step_id": "a", "agent": "sim", "attempt": 1})
+        );
+        let reply = ErrorReply::new("plan_cycle", "plan has a cycle: a -> a");
+        assert_eq!(
+            serde_json::to_string(&reply).unwrap(),
+            r#"{"error":{"code":"plan_cycle","message":"plan has a cycle: a -> a"}}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&SubmitReply {
+                job_id,
+                existing: false
+            })
+            .unwrap(),
+            format!(r#"{{"job_id":"{job_id}"}}"#)
+        );
+    }
+
+    #[test]
+    fn replies_decode_as_ok_or_error() {
+        let ok: Reply<SubmitReply> =
+            serde_json::from_value(json!({"job_id": Uuid::nil()})).unwrap();
+        assert!(ok.into_result().is_ok());
+        let err: Reply<SubmitReply> =
+            serde_json::from_value(json!({"error": {"code": "x", "message": "y"}})).unwrap();
+        assert_eq!(err.into_result().unwrap_err().code, "x");
+    }
+
+    #[test]
+    fn results_reject_unknown_fields_and_default_retryable() {
+        let r: TaskResult = serde_json::from_value(json!({
+            "job_id": Uuid::nil(), "step_id": "a", "attempt": 1, "error": {"message": "boom"}
+        }))
+        .unwrap();
+        assert!(r.error.unwrap().retryable);
+        let bad = serde_json::from_value::<TaskResult>(json!({
+            "job_id": Uuid::nil(), "step_id": "a", "attempt": 1, "output": 1, "extra": true
+        }));
+        assert!(bad.is_err());
+    }
+}

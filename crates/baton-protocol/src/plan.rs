@@ -1,0 +1,542 @@
+//! Plans: the DAG of steps a job runs, how each step's input is built, and the validation
+//! that happens before anything is published (cycles named, dangling needs, duplicate ids,
+//! bad agent names, limits).
+//!
+//! A plan is deserialized into [`PlanSpec`] (the wire form, unknown keys rejected so that a
+//! typo such as `need:` is an error instead of a silently ignored key) and then checked into a
+//! [`Plan`], which also holds the derived graph: dependents, roots and sinks. Later step kinds
+//! (router, bounded loop, planner, map) will be new optional keys on [`StepSpec`] and new
+//! variants of [`StepKind`]; the graph code only sees ids and edges.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::limits::Limits;
+use crate::name::{AgentName, StepId};
+
+/// Default number of attempts per step (the first run plus two retries).
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+/// Default delay before the first retry.
+pub const DEFAULT_INITIAL_BACKOFF_MS: u64 = 200;
+/// Default ceiling of the exponential backoff.
+pub const DEFAULT_MAX_BACKOFF_MS: u64 = 10_000;
+/// Default share of each delay that is randomised (0.2: the delay lands in [0.8·d, d]).
+pub const DEFAULT_JITTER: f64 = 0.2;
+/// Default time an attempt may take before it counts as failed.
+pub const DEFAULT_TIMEOUT_MS: u64 = 30_000;
+
+/// A plan as written by its author (JSON or YAML).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanSpec {
+    /// Human name of the plan, shown in status and events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The steps; order does not matter, `needs` defines the graph.
+    pub steps: Vec<StepSpec>,
+}
+
+/// One step as written by the plan's author.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepSpec {
+    /// Unique id within the plan, `^[A-Za-z0-9_-]{1,64}$`.
+    pub id: String,
+    /// Agent type that runs the step, `^[a-z0-9][a-z0-9_-]{0,63}$`.
+    pub agent: String,
+    /// Steps whose outputs this step needs; it starts when all of them have succeeded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub needs: Vec<String>,
+    /// Explicit input mapping (see [`InputTemplate`]); without it the step receives
+    /// `{"input": <job input>, "needs": {"<dep>": <output>, …}}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<Value>,
+    /// Retry policy; missing keys take the defaults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetryPolicy>,
+    /// How long one attempt may take, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+}
+
+/// Exponential backoff with jitter between attempts of one step.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryPolicy {
+    /// Attempts in total, including the first (1 = never retry).
+    pub max_attempts: u32,
+    /// Delay before the first retry; each later retry doubles it.
+    pub initial_backoff_ms: u64,
+    /// Ceiling of the delay.
+    pub max_backoff_ms: u64,
+    /// Share of each delay that is randomised, 0.0–1.0: the delay lands in
+    /// `[(1 - jitter)·d, d]`, so replicas retrying together spread out but never wait longer
+    /// than the policy says.
+    pub jitter: f64,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+            initial_backoff_ms: DEFAULT_INITIAL_BACKOFF_MS,
+            max_backoff_ms: DEFAULT_MAX_BACKOFF_MS,
+            jitter: DEFAULT_JITTER,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The delay before the attempt that follows failed attempt `failed_attempt` (1-based).
+    /// `unit` is a uniform random number in [0, 1); passing it in keeps this pure and testable.
+    pub fn delay_ms(&self, failed_attempt: u32, unit: f64) -> u64 {
+        let exponent = failed_attempt.saturating_sub(1).min(63);
+        let base = self
+            .initial_backoff_ms
+            .saturating_mul(1u64.checked_shl(exponent).unwrap_or(u64::MAX))
+            .min(self.max_backoff_ms);
+        let jitter = self.jitter.clamp(0.0, 1.0) * unit.clamp(0.0, 1.0);
+        // Truncation is intended: delays are whole milliseconds.
+        (base as f64 * (1.0 - jitter)) as u64
+    }
+}
+
+/// What kind of work a step does. Only agent steps exist in v1; routers, loops, planners and
+/// maps will be further variants built from new optional keys of [`StepSpec`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum StepKind {
+    /// Publish a task to the agent type and record its result.
+    Agent(AgentName),
+}
+
+/// A validated step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Step {
+    pub id: StepId,
+    pub kind: StepKind,
+    pub needs: Vec<StepId>,
+    pub input: Option<InputTemplate>,
+    pub retry: RetryPolicy,
+    pub timeout_ms: u64,
+}
+
+impl Step {
+    /// The agent type that runs this step.
+    pub fn agent(&self) -> &AgentName {
+        match &self.kind {
+            StepKind::Agent(agent) => agent,
+        }
+    }
+}
+
+/// A validated plan and its graph.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    spec: PlanSpec,
+    steps: Vec<Step>,
+    index: HashMap<StepId, usize>,
+    dependents: Vec<Vec<usize>>,
+}
+
+/// Why a plan was rejected. Each variant maps to a stable `code` in error replies.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Error {
+    #[error("plan is not valid JSON or YAML: {0}")]
+    Syntax(String),
+    #[error("plan has no steps")]
+    Empty,
+    #[error("plan has {count} steps; the limit is {limit}")]
+    TooManySteps { count: usize, limit: usize },
+    #[error("{0}")]
+    InvalidName(#[from] crate::name::Error),
+    #[error("step id {0:?} is used by more than one step")]
+    DuplicateStep(String),
+    #[error("step {step:?} needs {need:?}, which is not a step of this plan")]
+    UnknownNeed { step: String, need: String },
+    #[error("step {step:?} lists {need:?} in needs more than once")]
+    RepeatedNeed { step: String, need: String },
+    #[error("step {step:?} has {count} needs; the limit is {limit}")]
+    TooManyNeeds {
+        step: String,
+        count: usize,
+        limit: usize,
+    },
+    #[error("{count} steps need step {step:?}; the fan-out limit is {limit}")]
+    TooManyDependents {
+        step: String,
+        count: usize,
+        limit: usize,
+    },
+    #[error("plan has a cycle: {}", .0.join(" -> "))]
+    Cycle(Vec<String>),
+    #[error("step {step:?}: {message}")]
+    InvalidPolicy { step: String, message: String },
+    #[error("step {step:?}: input mapping {message}")]
+    InvalidInput { step: String, message: String },
+}
+
+impl Error {
+    /// The stable snake_case code of this error, used in error replies.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::Syntax(_) => "invalid_plan_syntax",
+            Error::Empty => "empty_plan",
+            Error::TooManySteps { .. } => "plan_too_large",
+            Error::InvalidName(_) => "invalid_name",
+            Error::DuplicateStep(_) => "duplicate_step",
+            Error::UnknownNeed { .. } => "unknown_need",
+            Error::RepeatedNeed { .. } => "repeated_need",
+            Error::TooManyNeeds { .. } => "too_many_needs",
+            Error::TooManyDependents { .. } => "fan_out_too_wide",
+            Error::Cycle(_) => "plan_cycle",
+            Error::InvalidPolicy { .. } => "invalid_policy",
+            Error::InvalidInput { .. } => "invalid_input_mapping",
+        }
+    }
+}
+
+impl Plan {
+    /// Parses a plan from JSON or YAML text (YAML is a superset of JSON) and validates it.
+    pub fn from_text(text: &str, limits: &Limits) -> Result<Self, Error> {
+        let spec: PlanSpec =
+            serde_yaml_ng::from_str(text).map_err(|error| Error::Syntax(error.to_string()))?;
+        Self::new(spec, limits)
+    }
+
+    /// Validates a plan given as a JSON value. A JSON string is read as JSON or YAML text.
+    pub fn from_value(value: Value, limits: &Limits) -> Result<Self, Error> {
+        match value {
+            Value::String(text) => Self::from_text(&text, limits),
+            other => {
+                let spec: PlanSpec = serde_json::from_value(other)
+                    .map_err(|error| Error::Syntax(error.to_string()))?;
+                Self::new(spec, limits)
+            }
+        }
+    }
+
+    /// Validates a plan spec and derives its graph.
+    pub fn new(spec: PlanSpec, limits: &Limits) -> Result<Self, Error> {
+        if spec.steps.is_empty() {
+            return Err(Error::Empty);
+        }
+        if spec.steps.len() > limits.max_steps {
+            return Err(Error::TooManySteps {
+                count: spec.steps.len(),
+                limit: limits.max_steps,
+            });
+        }
+        let mut index = HashMap::with_capacity(spec.steps.len());
+        for (i, step) in spec.steps.iter().enumerate() {
+            let id = StepId::new(&step.id)?;
+            if index.insert(id, i).is_some() {
+                return Err(Error::DuplicateStep(step.id.clone()));
+            }
+        }
+        let mut steps = Vec::with_capacity(spec.steps.len());
+        let mut dependents = vec![Vec::new(); spec.steps.len()];
+        for (i, raw) in spec.steps.iter().enumerate() {
+            let step = check_step(raw, &index, limits)?;
+            for need in &step.needs {
+                dependents[index[need]].push(i);
+            }
+            steps.push(step);
+        }
+        for (i, deps) in dependents.iter().enumerate() {
+            if deps.len() > limits.max_dependents {
+                return Err(Error::TooManyDependents {
+                    step: spec.steps[i].id.clone(),
+                    count: deps.len(),
+                    limit: limits.max_dependents,
+                });
+            }
+        }
+        let plan = Self {
+            spec,
+            steps,
+            index,
+            dependents,
+        };
+        if let Some(cycle) = plan.find_cycle() {
+            return Err(Error::Cycle(cycle));
+        }
+        Ok(plan)
+    }
+
+    /// The plan as its author wrote it (normalised to JSON), for storage.
+    pub fn spec(&self) -> &PlanSpec {
+        &self.spec
+    }
+
+    pub fn name(&self) -> Option<&str> {
+        self.spec.name.as_deref()
+    }
+
+    pub fn steps(&self) -> &[Step] {
+        &self.steps
+    }
+
+    pub fn step(&self, id: &str) -> Option<&Step> {
+        self.index.get(id).map(|&i| &self.steps[i])
+    }
+
+    /// Steps that need `id`.
+    pub fn dependents(&self, id: &str) -> impl Iterator<Item = &Step> {
+        let list = self
+            .index
+            .get(id)
+            .map(|&i| self.dependents[i].as_slice())
+            .unwrap_or(&[]);
+        list.iter().map(|&i| &self.steps[i])
+    }
+
+    /// Steps with no needs: they start when the job starts.
+    pub fn roots(&self) -> impl Iterator<Item = &Step> {
+        self.steps.iter().filter(|step| step.needs.is_empty())
+    }
+
+    /// Steps nothing depends on: together their outputs are the job's output.
+    pub fn sinks(&self) -> impl Iterator<Item = &Step> {
+        self.steps
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| self.dependents[*i].is_empty())
+            .map(|(_, s)| s)
+    }
+
+    /// Finds one cycle, returned as the ids along it with the first repeated at the end
+    /// (`a -> b -> a`), so the error names exactly the steps to fix.
+    fn find_cycle(&self) -> Option<Vec<String>> {
+        // Iterative three-colour DFS over `needs` edges; recursion could overflow the stack on
+        // long chains, and a plan is attacker-controlled input.
+        const WHITE: u8 = 0;
+        const GREY: u8 = 1;
+        const BLACK: u8 = 2;
+        let n = self.steps.len();
+        let mut colour = vec![WHITE; n];
+        let needs: Vec<Vec<usize>> = self
+            .steps
+            .iter()
+            .map(|step| step.needs.iter().map(|need| self.index[need]).collect())
+            .collect();
+        for start in 0..n {
+            if colour[start] != WHITE {
+                continue;
+            }
+            let mut stack: Vec<(usize, usize)> = vec![(start, 0)];
+            colour[start] = GREY;
+            while let Some(&mut (node, ref mut next)) = stack.last_mut() {
+                if let Some(&child) = needs[node].get(*next) {
+                    *next += 1;
+                    match colour[child] {
+                        WHITE => {
+                            colour[child] = GREY;
+                            stack.push((child, 0));
+                        }
+                        GREY => {
+                            let from = stack.iter().position(|&(s, _)| s == child).unwrap_or(0);
+                            let mut cycle: Vec<String> = stack[from..]
+                                .iter()
+                                .map(|&(s, _)| self.steps[s].id.to_string())
+                                .collect();
+                            cycle.push(self.steps[child].id.to_string());
+                            return Some(cycle);
+                        }
+                        _ => {}
+                    }
+                } else {
+                    colour[node] = BLACK;
+                    stack.pop();
+                }
+            }
+        }
+        None
+    }
+}
+
+fn check_step(
+    raw: &StepSpec,
+    index: &HashMap<StepId, usize>,
+    limits: &Limits,
+) -> Result<Step, Error> {
+    let id = StepId::new(&raw.id)?;
+    let agent = AgentName::new(&raw.agent)?;
+    if raw.needs.len() > limits.max_needs {
+        return Err(Error::TooManyNeeds {
+            step: raw.id.clone(),
+            count: raw.needs.len(),
+            limit: limits.max_needs,
+        });
+    }
+    let mut needs: Vec<StepId> = Vec::with_capacity(raw.needs.len());
+    for need in &raw.needs {
+        let Some((known, _)) = index.get_key_value(need.as_str()) else {
+            return Err(Error::UnknownNeed {
+                step: raw.id.clone(),
+                need: need.clone(),
+            });
+        };
+        if needs.contains(known) {
+            return Err(Error::RepeatedNeed {
+                step: raw.id.clone(),
+                need: need.clone(),
+            });
+        }
+        needs.push(known.clone());
+    }
+    let retry = raw.retry.unwrap_or_default();
+    let policy_error = |message: String| Error::InvalidPolicy {
+        step: raw.id.clone(),
+        message,
+    };
+    if retry.max_attempts == 0 || retry.max_attempts > limits.max_attempts {
+        return Err(policy_error(format!(
+            "retry.max_attempts must be between 1 and {}, got {}",
+            limits.max_attempts, retry.max_attempts
+        )));
+    }
+    if retry.initial_backoff_ms > retry.max_backoff_ms {
+        return Err(policy_error(format!(
+            "retry.initial_backoff_ms ({}) is larger than retry.max_backoff_ms ({})",
+            retry.initial_backoff_ms, retry.max_backoff_ms
+        )));
+    }
+    if retry.max_backoff_ms > limits.max_timeout_ms {
+        return Err(policy_error(format!(
+            "retry.max_backoff_ms must be at most {}",
+            limits.max_timeout_ms
+        )));
+    }
+    if !(0.0..=1.0).contains(&retry.jitter) {
+        return Err(policy_error(format!(
+            "retry.jitter must be between 0 and 1, got {}",
+            retry.jitter
+        )));
+    }
+    let timeout_ms = raw.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS);
+    if timeout_ms == 0 || timeout_ms > limits.max_timeout_ms {
+        return Err(policy_error(format!(
+            "timeout_ms must be between 1 and {}, got {timeout_ms}",
+            limits.max_timeout_ms
+        )));
+    }
+    let input = match &raw.input {
+        None => None,
+        Some(template) => Some(InputTemplate::new(template.clone(), &needs).map_err(
+            |message| Error::InvalidInput {
+                step: raw.id.clone(),
+                message,
+            },
+        )?),
+    };
+    Ok(Step {
+        id,
+        kind: StepKind::Agent(agent),
+        needs,
+        input,
+        retry,
+        timeout_ms,
+    })
+}
+
+/// An explicit input mapping: any JSON value in which a string starting with `$` is a
+/// reference, replaced when the step starts:
+///
+/// - `"$input"` — the job input; `"$input/question"` — a part of it (a JSON Pointer);
+/// - `"$needs/<step>"` — that dependency's output; `"$needs/<step>/path"` — a part of it;
+/// - `"$$…"` — a literal string starting with `$`.
+///
+/// A reference to a missing part becomes `null`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InputTemplate(Value);
+
+impl InputTemplate {
+    fn new(template: Value, needs: &[StepId]) -> Result<Self, String> {
+        let mut problem = None;
+        visit_strings(&template, &mut |text| {
+            if problem.is_none() {
+                problem = check_reference(text, needs).err();
+            }
+        });
+        match problem {
+            Some(message) => Err(message),
+            None => Ok(Self(template)),
+        }
+    }
+
+    /// Builds the step's input from the job input and the outputs of its needs.
+    pub fn render(&self, input: &Value, needs: &BTreeMap<String, Value>) -> Value {
+        render(&self.0, input, needs)
+    }
+}
+
+fn visit_strings(value: &Value, f: &mut impl FnMut(&str)) {
+    match value {
+        Value::String(text) => f(text),
+        Value::Array(items) => items.iter().for_each(|item| visit_strings(item, f)),
+        Value::Object(map) => map.values().for_each(|item| visit_strings(item, f)),
+        _ => {}
+    }
+}
+
+fn check_reference(text: &str, needs: &[StepId]) -> Result<(), String> {
+    let Some(reference) = text.strip_prefix('$') else {
+        return Ok(());
+    };
+    if reference.starts_with('$') {
+        return Ok(());
+    }
+    if reference == "input" || reference.starts_with("input/") {
+        return Ok(());
+    }
+    if let Some(rest) = reference.strip_prefix("needs/") {
+        let step = rest.split('/').next().unwrap_or_default();
+        if needs.iter().any(|need| need.as_str() == step) {
+            return Ok(());
+        }
+        return Err(format!(
+            "refers to {text:?}, but {step:?} is not in this step's needs"
+        ));
+    }
+    Err(format!(
+        "has the unknown reference {text:?} (use $input, $input/<pointer>, $needs/<step>[/<pointer>] or $$ for a literal $)"
+    ))
+}
+
+fn render(template: &Value, input: &Value, needs: &BTreeMap<String, Value>) -> Value {
+    match template {
+        Value::String(text) => match text.strip_prefix('$') {
+            Some(literal) if literal.starts_with('$') => Value::String(literal.to_owned()),
+            Some("input") => input.clone(),
+            Some(reference) => {
+                let found = if let Some(pointer) = reference.strip_prefix("input") {
+                    input.pointer(pointer)
+                } else if let Some(rest) = reference.strip_prefix("needs/") {
+                    let (step, pointer) = match rest.find('/') {
+                        Some(at) => rest.split_at(at),
+                        None => (rest, ""),
+                    };
+                    needs.get(step).and_then(|output| output.pointer(pointer))
+                } else {
+                    None
+                };
+                found.cloned().unwrap_or(Value::Null)
+            }
+            None => template.clone(),
+        },
+        Value::Array(items) => {
+            Value::Array(items.iter().map(|v| render(v, input, needs)).collect())
+        }
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| (k.clone(), render(v, input, needs)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,190 @@
+//! Plan validation tests: every rejection names what is wrong.
+
+use serde_json::json;
+
+use super::*;
+
+fn plan(value: Value) -> Result<Plan, Error> {
+    Plan::from_value(value, &Limits::default())
+}
+
+fn chain(ids: &[(&str, &[&str])]) -> Value {
+    let steps: Vec<Value> = ids
+        .iter()
+        .map(|(id, needs)| json!({"id": id, "agent": "sim", "needs": needs}))
+        .collect();
+    json!({ "steps": steps })
+}
+
+#[test]
+fn diamond_has_one_root_and_one_sink() {
+    let p = plan(chain(&[
+        ("a", &[]),
+        ("b", &["a"]),
+        ("c", &["a"]),
+        ("d", &["b", "c"]),
+    ]))
+    .unwrap();
+    assert_eq!(p.roots().map(|s| s.id.as_str()).collect::<Vec<_>>(), ["a"]);
+    assert_eq!(p.sinks().map(|s| s.id.as_str()).collect::<Vec<_>>(), ["d"]);
+    let mut deps: Vec<_> = p.dependents("a").map(|s| s.id.as_str()).collect();
+    deps.sort();
+    assert_eq!(deps, ["b", "c"]);
+    assert_eq!(p.step("d").unwrap().retry, RetryPolicy::default());
+    assert_eq!(p.step("d").unwrap().timeout_ms, DEFAULT_TIMEOUT_MS);
+}
+
+#[test]
+fn self_loop_is_named() {
+    let error = plan(chain(&[("a", &["a"])])).unwrap_err();
+    assert_eq!(error, Error::Cycle(vec!["a".into(), "a".into()]));
+    assert_eq!(error.to_string(), "plan has a cycle: a -> a");
+}
+
+#[test]
+fn three_cycle_is_named() {
+    let error = plan(chain(&[
+        ("x", &[]),
+        ("a", &["c", "x"]),
+        ("b", &["a"]),
+        ("c", &["b"]),
+    ]))
+    .unwrap_err();
+    let Error::Cycle(cycle) = &error else {
+        panic!("{error}")
+    };
+    assert_eq!(cycle.len(), 4, "{error}");
+    assert_eq!(cycle.first(), cycle.last());
+    for id in ["a", "b", "c"] {
+        assert!(cycle.iter().any(|s| s == id), "{error}");
+    }
+    assert!(!cycle.iter().any(|s| s == "x"), "{error}");
+    assert_eq!(error.code(), "plan_cycle");
+}
+
+#[test]
+fn long_cycle_does_not_overflow_the_stack() {
+    let n = 500;
+    let steps: Vec<Value> = (0..n)
+        .map(|i| json!({"id": format!("s{i}"), "agent": "sim", "needs": [format!("s{}", (i + 1) % n)]}))
+        .collect();
+    let error = plan(json!({ "steps": steps })).unwrap_err();
+    let Error::Cycle(cycle) = error else { panic!() };
+    assert_eq!(cycle.len(), n + 1);
+}
+
+#[test]
+fn dangling_need_and_duplicates_are_rejected() {
+    let error = plan(chain(&[("a", &["ghost"])])).unwrap_err();
+    assert_eq!(error.code(), "unknown_need");
+    assert!(error.to_string().contains("ghost"));
+    let error = plan(chain(&[("a", &[]), ("a", &[])])).unwrap_err();
+    assert_eq!(error, Error::DuplicateStep("a".into()));
+    let error = plan(chain(&[("a", &[]), ("b", &["a", "a"])])).unwrap_err();
+    assert_eq!(error.code(), "repeated_need");
+}
+
+#[test]
+fn bad_agent_names_are_rejected_with_the_name() {
+    for bad in ["a.>", "*", "a b", "", "UPPER"] {
+        let error = plan(json!({"steps": [{"id": "s", "agent": bad}]})).unwrap_err();
+        assert_eq!(error.code(), "invalid_name", "{bad}");
+        assert!(error.to_string().contains(&format!("{bad:?}")), "{error}");
+    }
+    let huge = "a".repeat(10_000);
+    let error = plan(json!({"steps": [{"id": "s", "agent": huge}]})).unwrap_err();
+    assert!(error.to_string().len() < 300);
+}
+
+#[test]
+fn limits_are_enforced() {
+    let steps: Vec<Value> = (0..501)
+        .map(|i| json!({"id": format!("s{i}"), "agent": "sim"}))
+        .collect();
+    assert_eq!(
+        plan(json!({ "steps": steps })).unwrap_err().code(),
+        "plan_too_large"
+    );
+    let mut steps: Vec<Value> = vec![json!({"id": "root", "agent": "sim"})];
+    steps.extend(
+        (0..201).map(|i| json!({"id": format!("s{i}"), "agent": "sim", "needs": ["root"]})),
+    );
+    assert_eq!(
+        plan(json!({ "steps": steps })).unwrap_err().code(),
+        "fan_out_too_wide"
+    );
+    assert_eq!(plan(json!({ "steps": [] })).unwrap_err(), Error::Empty);
+}
+
+#[test]
+fn unknown_keys_and_wrong_types_are_syntax_errors() {
+    let error = plan(json!({"steps": [{"id": "a", "agent": "sim", "need": ["b"]}]})).unwrap_err();
+    assert_eq!(error.code(), "invalid_plan_syntax");
+    assert!(error.to_string().contains("need"), "{error}");
+    let error = plan(json!({"steps": [{"id": "a", "agent": 7}]})).unwrap_err();
+    assert_eq!(error.code(), "invalid_plan_syntax");
+}
+
+#[test]
+fn policies_are_checked() {
+    let bad = [
+        json!({"max_attempts": 0}),
+        json!({"initial_backoff_ms": 100, "max_backoff_ms": 10}),
+        json!({"jitter": 2.0}),
+    ];
+    for retry in bad {
+        let error = plan(json!({"steps": [{"id": "a", "agent": "sim", "retry": retry}]}));
+        assert_eq!(error.unwrap_err().code(), "invalid_policy");
+    }
+    let error = plan(json!({"steps": [{"id": "a", "agent": "sim", "timeout_ms": 0}]}));
+    assert_eq!(error.unwrap_err().code(), "invalid_policy");
+}
+
+#[test]
+fn yaml_plans_parse() {
+    let text = "name: demo\nsteps:\n  - id: a\n    agent: nlu\n  - id: b\n    agent: sql\n    needs: [a]\n    retry: {max_attempts: 5}\n";
+    let p = Plan::from_text(text, &Limits::default()).unwrap();
+    assert_eq!(p.name(), Some("demo"));
+    assert_eq!(p.step("b").unwrap().retry.max_attempts, 5);
+    assert_eq!(
+        p.step("b").unwrap().retry.initial_backoff_ms,
+        DEFAULT_INITIAL_BACKOFF_MS
+    );
+}
+
+#[test]
+fn backoff_doubles_up_to_the_ceiling_and_jitter_only_shortens() {
+    let policy = RetryPolicy {
+        max_attempts: 10,
+        initial_backoff_ms: 200,
+        max_backoff_ms: 1000,
+        jitter: 0.2,
+    };
+    assert_eq!(policy.delay_ms(1, 0.0), 200);
+    assert_eq!(policy.delay_ms(2, 0.0), 400);
+    assert_eq!(policy.delay_ms(3, 0.0), 800);
+    assert_eq!(policy.delay_ms(4, 0.0), 1000);
+    assert_eq!(policy.delay_ms(60, 0.0), 1000);
+    assert_eq!(policy.delay_ms(1, 0.999_999), 160);
+}
+
+#[test]
+fn input_templates_render_references() {
+    let p = plan(json!({"steps": [
+        {"id": "a", "agent": "sim"},
+        {"id": "b", "agent": "sim", "needs": ["a"],
+         "input": {"q": "$input/question", "all": "$input", "from_a": "$needs/a/x", "whole": "$needs/a", "lit": "$$5", "missing": "$input/nope"}}
+    ]}))
+    .unwrap();
+    let template = p.step("b").unwrap().input.clone().unwrap();
+    let needs = BTreeMap::from([("a".to_owned(), json!({"x": [1, 2]}))]);
+    let rendered = template.render(&json!({"question": "why?"}), &needs);
+    assert_eq!(
+        rendered,
+        json!({"q": "why?", "all": {"question": "why?"}, "from_a": [1, 2], "whole": {"x": [1, 2]}, "lit": "$5", "missing": null})
+    );
+    let error = plan(
+        json!({"steps": [{"id": "a", "agent": "sim"}, {"id": "b", "agent": "sim", "input": "$needs/a"}]}),
+    );
+    assert_eq!(error.unwrap_err().code(), "invalid_input_mapping");
+}

@@ -1,0 +1,323 @@
+//! The worker runtime: pull, bound, heartbeat, publish the result, then ack; drain on
+//! shutdown.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::{self, AckKind};
+use backon::{ExponentialBuilder, Retryable};
+use baton_nats::{AgentConsumerOptions, NatsOptions};
+use baton_protocol::messages::{AgentError as WireError, Task as WireTask, TaskResult};
+use baton_protocol::{AgentName, Limits, subject};
+use bytes::Bytes;
+use futures::StreamExt;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::agent::{Agent, Task};
+
+/// Why a worker stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error(transparent)]
+    Nats(#[from] baton_nats::Error),
+    #[error("could not open the task stream: {0}")]
+    Stream(String),
+}
+
+/// Configuration of one worker process.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkerOptions {
+    pub nats: NatsOptions,
+    /// The agent type this worker serves.
+    pub agent: AgentName,
+    /// Tasks processed at once by this process.
+    pub concurrency: usize,
+    /// The consumer's ack deadline; heartbeats go out every third of it.
+    pub ack_wait: Duration,
+    /// Deliveries of one task before the broker stops redelivering it.
+    pub max_deliver: i64,
+    /// How long shutdown waits for tasks in flight before handing them back.
+    pub drain_timeout: Duration,
+    /// Identity reported in results.
+    pub worker_id: String,
+    /// Largest result accepted; a larger output becomes a non-retryable error.
+    pub max_payload_bytes: usize,
+}
+
+impl WorkerOptions {
+    pub fn new(agent: AgentName) -> Self {
+        let worker_id = format!("{agent}-{}", std::process::id());
+        Self {
+            nats: NatsOptions {
+                name: format!("baton-agent-{agent}"),
+                ..NatsOptions::default()
+            },
+            agent,
+            concurrency: 16,
+            ack_wait: Duration::from_secs(30),
+            max_deliver: AgentConsumerOptions::default().max_deliver,
+            drain_timeout: Duration::from_secs(30),
+            worker_id,
+            max_payload_bytes: Limits::default().max_payload_bytes,
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        if self.concurrency == 0 {
+            return Err("concurrency must be at least 1".into());
+        }
+        if self.ack_wait < Duration::from_secs(1) {
+            return Err("ack_wait must be at least 1s".into());
+        }
+        if self.max_deliver == 0 {
+            return Err("max_deliver must be positive (or -1 for unlimited)".into());
+        }
+        Ok(())
+    }
+}
+
+/// A worker process serving one agent type.
+pub struct Worker<A> {
+    options: WorkerOptions,
+    agent: Arc<A>,
+}
+
+struct Shared<A> {
+    options: WorkerOptions,
+    agent: Arc<A>,
+    js: jetstream::Context,
+    /// Fired when the drain timeout passes: tasks still running hand their message back.
+    hard_stop: CancellationToken,
+}
+
+impl<A: Agent> Worker<A> {
+    pub fn new(options: WorkerOptions, agent: A) -> Self {
+        Self {
+            options,
+            agent: Arc::new(agent),
+        }
+    }
+
+    /// Serves tasks until `shutdown` completes, then stops pulling and drains.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+        self.options.validate().map_err(Error::Config)?;
+        let client = baton_nats::connect(&self.options.nats).await?;
+        let js = jetstream::new(client.clone());
+        baton_nats::ensure_streams(&js, self.options.max_payload_bytes).await?;
+        let consumer_options = AgentConsumerOptions {
+            ack_wait: self.options.ack_wait,
+            max_deliver: self.options.max_deliver,
+            ..AgentConsumerOptions::default()
+        };
+        let consumer =
+            baton_nats::agent_consumer(&js, &self.options.agent, consumer_options).await?;
+        let shared = Arc::new(Shared {
+            options: self.options.clone(),
+            agent: self.agent,
+            js,
+            hard_stop: CancellationToken::new(),
+        });
+        let limit = Arc::new(Semaphore::new(self.options.concurrency));
+        let mut tasks = JoinSet::new();
+        tracing::info!(agent = %self.options.agent, concurrency = self.options.concurrency, "Worker ready");
+        tokio::pin!(shutdown);
+        'outer: loop {
+            let mut messages = consumer
+                .stream()
+                .max_messages_per_batch(self.options.concurrency)
+                .heartbeat(Duration::from_secs(5))
+                .expires(Duration::from_secs(30))
+                .messages()
+                .await
+                .map_err(|e| Error::Stream(e.to_string()))?;
+            loop {
+                // Take a slot first, so no more tasks are pulled than can run.
+                let permit = tokio::select! {
+                    () = &mut shutdown => break 'outer,
+                    permit = limit.clone().acquire_owned() => permit,
+                };
+                let Ok(permit) = permit else { break 'outer };
+                let message = tokio::select! {
+                    () = &mut shutdown => break 'outer,
+                    message = messages.next() => message,
+                };
+                match message {
+                    Some(Ok(message)) => {
+                        let shared = shared.clone();
+                        tasks.spawn(async move {
+                            shared.handle(message).await;
+                            drop(permit);
+                        });
+                    }
+                    Some(Err(error)) => tracing::debug!(error = %error, "Pull stream hiccup"),
+                    None => continue 'outer,
+                }
+                // Reap finished tasks so the set does not grow without bound.
+                while tasks.try_join_next().is_some() {}
+            }
+        }
+        tracing::info!(in_flight = tasks.len(), "Worker draining");
+        let drained = tokio::time::timeout(self.options.drain_timeout, async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                in_flight = tasks.len(),
+                "Drain timeout: handing unfinished tasks back"
+            );
+            shared.hard_stop.cancel();
+            while tasks.join_next().await.is_some() {}
+        }
+        client.flush().await.ok();
+        tracing::info!("Worker stopped");
+        Ok(())
+    }
+}
+
+impl<A: Agent> Shared<A> {
+    async fn handle(&self, message: jetstream::Message) {
+        let decoded = baton_nats::encoding_of(message.headers.as_ref()).and_then(|encoding| {
+            encoding.decode::<WireTask>(&message.payload, self.options.max_payload_bytes)
+        });
+        let wire = match decoded {
+            Ok(task) => task,
+            Err(error) => {
+                // Without a readable task there is nobody to answer; the coordinator's
+                // timeout handles the step.
+                tracing::warn!(subject = %message.subject, error = %error, "Undecodable task terminated");
+                let _ = message.ack_with(AckKind::Term).await;
+                return;
+            }
+        };
+        let task = Task {
+            job_id: wire.job_id,
+            step_id: wire.step_id,
+            attempt: wire.attempt,
+            agent: wire.agent,
+            input: wire.input,
+            deadline_ms: wire.deadline_ms,
+        };
+        let remaining = task.remaining();
+        if remaining.is_zero() {
+            tracing::info!(job = %task.job_id, step = %task.step_id, attempt = task.attempt, "Task expired before it started");
+            let _ = message.ack_with(AckKind::Term).await;
+            return;
+        }
+        let (job, step, attempt) = (task.job_id, task.step_id.clone(), task.attempt);
+        let started = std::time::Instant::now();
+        let agent = self.agent.clone();
+        // Its own task, so a panicking agent fails the attempt instead of the worker.
+        let mut work = tokio::spawn(async move { agent.process(task).await });
+        let mut heartbeat = tokio::time::interval(self.options.ack_wait / 3);
+        heartbeat.tick().await;
+        let deadline = tokio::time::sleep(remaining);
+        tokio::pin!(deadline);
+        let outcome = loop {
+            tokio::select! {
+                outcome = &mut work => break outcome,
+                _ = heartbeat.tick() => {
+                    if let Err(error) = message.ack_with(AckKind::Progress).await {
+                        tracing::debug!(error = %error, "Heartbeat not sent");
+                    }
+                }
+                () = &mut deadline => {
+                    work.abort();
+                    tracing::info!(job = %job, step = %step, attempt, "Attempt passed its deadline; stopped");
+                    let _ = message.ack_with(AckKind::Term).await;
+                    return;
+                }
+                () = self.hard_stop.cancelled() => {
+                    work.abort();
+                    let _ = message.ack_with(AckKind::Nak(None)).await;
+                    return;
+                }
+            }
+        };
+        let (output, error) = match outcome {
+            Ok(Ok(output)) => (Some(output), None),
+            Ok(Err(error)) => (
+                None,
+                Some(WireError {
+                    message: error.message,
+                    retryable: error.retryable,
+                }),
+            ),
+            Err(join) => (
+                None,
+                Some(WireError {
+                    message: format!("agent panicked: {join}"),
+                    retryable: true,
+                }),
+            ),
+        };
+        let mut result = TaskResult {
+            job_id: job,
+            step_id: step.clone(),
+            attempt,
+            output,
+            error,
+            worker: Some(self.options.worker_id.clone()),
+            duration_ms: Some(started.elapsed().as_millis() as u64),
+        };
+        let mut payload = serde_json::to_vec(&result).unwrap_or_default();
+        if payload.len() > self.options.max_payload_bytes {
+            let message = format!(
+                "output is {} bytes; the payload limit is {}",
+                payload.len(),
+                self.options.max_payload_bytes
+            );
+            result.output = None;
+            result.error = Some(WireError {
+                message,
+                retryable: false,
+            });
+            payload = serde_json::to_vec(&result).unwrap_or_default();
+        }
+        if let Err(error) = self.publish_result(&result, Bytes::from(payload)).await {
+            // Not stored: hand the task back so it is redone rather than lost.
+            tracing::warn!(job = %job, step = %step, attempt, error = %error, "Result not stored; task handed back");
+            let _ = message
+                .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                .await;
+            return;
+        }
+        if let Err(error) = message.ack().await {
+            tracing::debug!(error = %error, "Ack not sent; the redelivery's result will be fenced");
+        }
+    }
+
+    /// Publishes a result and waits until the broker stored it. Deduplicated by attempt, so a
+    /// retried publish is stored once.
+    async fn publish_result(
+        &self,
+        result: &TaskResult,
+        payload: Bytes,
+    ) -> Result<(), async_nats::Error> {
+        let agent = &self.options.agent;
+        let msg_id = subject::result_msg_id(result.job_id, &result.step_id, result.attempt);
+        let publish = || async {
+            let mut headers = HeaderMap::new();
+            headers.insert("Nats-Msg-Id", msg_id.as_str());
+            let ack = self
+                .js
+                .publish_with_headers(subject::results(agent), headers, payload.clone())
+                .await?;
+            ack.await.map_err(async_nats::Error::from)
+        };
+        publish
+            .retry(
+                ExponentialBuilder::default()
+                    .with_min_delay(Duration::from_millis(100))
+                    .with_max_times(6),
+            )
+            .await
+            .map(|_| ())
+    }
+}
