@@ -1,1 +1,336 @@
-//! placeholder
+//! The fixture every end-to-end test uses: a [`Fleet`] of real servers (nats-server and
+//! redis-server on free ports in temp dirs), coordinators and workers — in this process, or
+//! as separate processes of the built binaries — plus client helpers and an event recorder.
+//! Everything is stopped and cleaned up on drop.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_nats::HeaderMap;
+use baton_coordinator::{Coordinator, Options};
+use baton_harness::{NatsServer, RedisOptions, RedisServer};
+use baton_protocol::messages::{Event, JobStatus, Reply, StatusReply, StatusRequest, SubmitReply};
+use baton_protocol::{AgentName, subject};
+use baton_worker::{Agent, Worker, WorkerOptions};
+use bytes::Bytes;
+use futures::StreamExt;
+use serde_json::{Value, json};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// Servers, services and a client, torn down on drop.
+pub struct Fleet {
+    pub nats: NatsServer,
+    pub redis: RedisServer,
+    pub client: async_nats::Client,
+    stop: CancellationToken,
+    services: JoinSet<()>,
+    children: Vec<Child>,
+    /// Options every coordinator of this fleet starts with.
+    pub coordinator_options: Options,
+}
+
+impl Fleet {
+    /// Starts nats-server and redis-server (with AOF, so restarts keep state).
+    pub async fn start() -> Self {
+        let (nats, redis) = tokio::task::spawn_blocking(|| {
+            let nats = NatsServer::start().expect("nats-server");
+            let redis = RedisServer::start_with(RedisOptions {
+                aof: true,
+                ..Default::default()
+            })
+            .expect("redis-server");
+            (nats, redis)
+        })
+        .await
+        .unwrap();
+        let client = async_nats::connect(nats.url()).await.unwrap();
+        let mut coordinator_options = Options::default();
+        coordinator_options.nats.url = nats.url();
+        coordinator_options.redis_url = redis.url();
+        coordinator_options.drain_timeout_secs = 2;
+        Self {
+            nats,
+            redis,
+            client,
+            stop: CancellationToken::new(),
+            services: JoinSet::new(),
+            children: Vec::new(),
+            coordinator_options,
+        }
+    }
+
+    /// Starts a fleet with one in-process coordinator, ready to answer.
+    pub async fn with_coordinator() -> Self {
+        let mut fleet = Self::start().await;
+        fleet.spawn_coordinator();
+        fleet.wait_ready().await;
+        fleet
+    }
+
+    /// Runs a coordinator replica in this process.
+    pub fn spawn_coordinator(&mut self) {
+        self.spawn_coordinator_with(self.coordinator_options.clone());
+    }
+
+    pub fn spawn_coordinator_with(&mut self, options: Options) {
+        let shutdown = self.stop.clone().cancelled_owned();
+        self.services.spawn(async move {
+            if let Err(error) = Coordinator::new(options).run(shutdown).await {
+                eprintln!("coordinator failed: {error}");
+            }
+        });
+    }
+
+    /// Runs a worker of `agent` type with the simulation agent's logic in this process.
+    pub fn spawn_sim(&mut self, agent: &str) {
+        self.spawn_agent(agent, baton_agents::sim::Sim);
+    }
+
+    pub fn spawn_agent<A: Agent>(&mut self, agent: &str, logic: A) {
+        let mut options = WorkerOptions::new(AgentName::new(agent).unwrap());
+        options.nats.url = self.nats.url();
+        options.drain_timeout = Duration::from_secs(2);
+        self.spawn_worker_with(options, logic);
+    }
+
+    pub fn spawn_worker_with<A: Agent>(&mut self, options: WorkerOptions, logic: A) {
+        let shutdown = self.stop.clone().cancelled_owned();
+        self.services.spawn(async move {
+            if let Err(error) = Worker::new(options, logic).run(shutdown).await {
+                eprintln!("worker failed: {error}");
+            }
+        });
+    }
+
+    /// Runs one of the workspace's binaries as a separate process (killed on drop), with
+    /// `BATON_NATS_URL` and `BATON_REDIS_URL` pointing at this fleet.
+    pub fn spawn_process(&mut self, binary: &str, args: &[&str]) -> usize {
+        let child = Command::new(binary_path(binary))
+            .args(args)
+            .env("BATON_NATS_URL", self.nats.url())
+            .env("BATON_REDIS_URL", self.redis.url())
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start {binary}: {e} (run `cargo build --workspace --bins` first)")
+            });
+        self.children.push(child);
+        self.children.len() - 1
+    }
+
+    /// Waits until a coordinator answers requests.
+    pub async fn wait_ready(&self) {
+        let started = Instant::now();
+        loop {
+            let body = serde_json::to_vec(&json!({"job_id": Uuid::nil()})).unwrap();
+            if let Ok(Ok(_)) = tokio::time::timeout(
+                Duration::from_secs(2),
+                self.client.request(subject::STATUS, body.into()),
+            )
+            .await
+            {
+                return;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "no coordinator became ready"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Sends a raw request and returns the reply's JSON (MessagePack replies are converted).
+    pub async fn request_raw(
+        &self,
+        subject: &'static str,
+        headers: Option<HeaderMap>,
+        payload: Bytes,
+    ) -> Value {
+        let reply = match headers {
+            Some(headers) => {
+                self.client
+                    .request_with_headers(subject, headers, payload)
+                    .await
+            }
+            None => self.client.request(subject, payload).await,
+        }
+        .unwrap_or_else(|e| panic!("request on {subject} failed: {e}"));
+        let msgpack = reply
+            .headers
+            .as_ref()
+            .and_then(|h| h.get("Content-Type"))
+            .is_some_and(|v| v.as_str() == "application/msgpack");
+        if msgpack {
+            rmp_serde::from_slice(&reply.payload).expect("msgpack reply")
+        } else {
+            serde_json::from_slice(&reply.payload).expect("json reply")
+        }
+    }
+
+    /// Submits by request/reply; returns the reply (a job id or an error).
+    pub async fn submit_raw(&self, body: Value) -> Value {
+        self.request_raw(
+            subject::SUBMIT,
+            None,
+            serde_json::to_vec(&body).unwrap().into(),
+        )
+        .await
+    }
+
+    /// Submits by request/reply and returns the job id.
+    pub async fn submit(&self, plan: Value, input: Value) -> Uuid {
+        let reply = self.submit_raw(json!({"plan": plan, "input": input})).await;
+        let reply: Reply<SubmitReply> = serde_json::from_value(reply.clone()).unwrap();
+        match reply.into_result() {
+            Ok(reply) => reply.job_id,
+            Err(error) => panic!("submit rejected: {error:?}"),
+        }
+    }
+
+    /// Publishes a durable submission to `baton.jobs.enqueue` and waits for the PubAck.
+    pub async fn enqueue(&self, plan: Value, input: Value, key: &str) {
+        let js = async_nats::jetstream::new(self.client.clone());
+        let body = json!({"plan": plan, "input": input, "idempotency_key": key});
+        js.publish(subject::ENQUEUE, serde_json::to_vec(&body).unwrap().into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+
+    pub async fn status(&self, job: Uuid) -> StatusReply {
+        self.status_of(StatusRequest {
+            job_id: Some(job),
+            idempotency_key: None,
+        })
+        .await
+        .unwrap()
+    }
+
+    pub async fn status_of(&self, request: StatusRequest) -> Result<StatusReply, String> {
+        let reply = self
+            .request_raw(
+                subject::STATUS,
+                None,
+                serde_json::to_vec(&request).unwrap().into(),
+            )
+            .await;
+        let reply: Reply<StatusReply> = serde_json::from_value(reply).unwrap();
+        reply.into_result().map_err(|e| e.code)
+    }
+
+    /// Waits until the job ends or escalates (event-driven, with a status read after each
+    /// event); panics after `timeout`.
+    pub async fn wait(&self, job: Uuid, timeout: Duration) -> StatusReply {
+        let mut events = self.client.subscribe(subject::events(job)).await.unwrap();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let status = self.status(job).await;
+            if status.status.is_terminal() || status.status == JobStatus::Escalated {
+                return status;
+            }
+            // Events can be missed across reconnects; a periodic status read covers that.
+            let next = tokio::time::timeout(Duration::from_millis(500), events.next());
+            let _ = next.await;
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "job {job} did not finish in {timeout:?}: {status:?}"
+            );
+        }
+    }
+
+    /// Waits until the job reaches `want`.
+    pub async fn wait_for(&self, job: Uuid, want: JobStatus, timeout: Duration) -> StatusReply {
+        let status = self.wait(job, timeout).await;
+        assert_eq!(status.status, want, "job {job}: {status:#?}");
+        status
+    }
+
+    /// Starts recording every event on `baton.events.>`.
+    pub async fn record_events(&self) -> EventLog {
+        let mut subscription = self.client.subscribe(subject::EVENTS_ALL).await.unwrap();
+        self.client.flush().await.unwrap();
+        let log = EventLog::default();
+        let events = log.events.clone();
+        tokio::spawn(async move {
+            while let Some(message) = subscription.next().await {
+                if let Ok(event) = serde_json::from_slice::<Event>(&message.payload) {
+                    events.lock().unwrap().push(event);
+                }
+            }
+        });
+        log
+    }
+
+    /// Messages currently stored in the tasks stream.
+    pub async fn stored_tasks(&self) -> u64 {
+        let js = async_nats::jetstream::new(self.client.clone());
+        let mut stream = js.get_stream(subject::stream::TASKS).await.unwrap();
+        stream.info().await.unwrap().state.messages
+    }
+
+    /// Stops the in-process services (as on SIGTERM) and waits for them.
+    pub async fn stop_services(&mut self) {
+        self.stop.cancel();
+        while self.services.join_next().await.is_some() {}
+        self.stop = CancellationToken::new();
+    }
+
+    /// Kills one spawned process (SIGKILL).
+    pub fn kill_process(&mut self, index: usize) {
+        let _ = self.children[index].kill();
+        let _ = self.children[index].wait();
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        self.stop.cancel();
+        self.services.abort_all();
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Events recorded by [`Fleet::record_events`].
+#[derive(Clone, Default)]
+pub struct EventLog {
+    events: Arc<Mutex<Vec<Event>>>,
+}
+
+impl EventLog {
+    pub fn all(&self) -> Vec<Event> {
+        self.events.lock().unwrap().clone()
+    }
+
+    pub fn of(&self, job: Uuid) -> Vec<Event> {
+        self.all().into_iter().filter(|e| e.job_id == job).collect()
+    }
+}
+
+/// A binary of this workspace, from the target directory the tests were built into.
+pub fn binary_path(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    // target/<profile>/deps/<test binary> → target/<profile>/<name>
+    let dir = exe.parent().and_then(|deps| deps.parent()).unwrap();
+    dir.join(name)
+}
+
+/// A plan from a list of (id, agent, needs).
+pub fn plan(steps: &[(&str, &str, &[&str])]) -> Value {
+    let steps: Vec<Value> = steps
+        .iter()
+        .map(|(id, agent, needs)| json!({"id": id, "agent": agent, "needs": needs}))
+        .collect();
+    json!({ "name": "test", "steps": steps })
+}

@@ -17,7 +17,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::engine::{Engine, encode_reply, now_ms};
-use crate::store;
+use crate::store::{self, Resolution};
 
 /// An error reply: a stable code and a message for humans.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -349,7 +349,17 @@ async fn resolve(
     let now = now_ms();
     let transition = engine
         .store
-        .resolve(job, &plan, step, action, &payload, attempt + 1, now)
+        .resolve(
+            job,
+            &plan,
+            step,
+            Resolution {
+                action,
+                payload: &payload,
+                next_attempt: attempt + 1,
+            },
+            now,
+        )
         .await?;
     if transition.outcome != "resolved" {
         return Err(ApiError::new(

@@ -68,7 +68,7 @@ impl Coordinator {
             })?;
         let client = baton_nats::connect(&options.nats).await?;
         let js = async_nats::jetstream::new(client.clone());
-        baton_nats::ensure_streams(&js, options.limits.max_payload_bytes).await?;
+        baton_nats::ensure_streams(&js).await?;
         let max_pending = i64::try_from(options.max_in_flight * 4).unwrap_or(i64::MAX);
         let results = baton_nats::coordinator_consumer(
             &js,

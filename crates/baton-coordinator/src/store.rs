@@ -66,6 +66,16 @@ pub(crate) struct Record<'a> {
     pub(crate) delay_ms: u64,
 }
 
+/// A human's resolution of an escalated step.
+pub(crate) struct Resolution<'a> {
+    /// `output`, `retry` or `fail`.
+    pub(crate) action: &'a str,
+    /// The output, the replacement input (or ''), or the failure reason.
+    pub(crate) payload: &'a str,
+    /// The attempt a retry starts.
+    pub(crate) next_attempt: u32,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum RecordKind {
     Ok,
@@ -252,17 +262,20 @@ impl Store {
             .await
     }
 
-    /// Resolves an escalated step. `next_attempt` is the attempt a retry would start.
+    /// Resolves an escalated step.
     pub(crate) async fn resolve(
         &self,
         job: Uuid,
         plan: &Plan,
         step: &Step,
-        action: &str,
-        payload: &str,
-        next_attempt: u32,
+        resolution: Resolution<'_>,
         now: u64,
     ) -> Result<Transition, Error> {
+        let Resolution {
+            action,
+            payload,
+            next_attempt,
+        } = resolution;
         let mut args = vec![
             step.id.to_string(),
             action.to_owned(),

@@ -69,14 +69,15 @@ pub async fn connect(options: &NatsOptions) -> Result<async_nats::Client, Error>
 }
 
 /// Stream configurations, the one place they are defined.
-pub fn stream_configs(max_payload: usize) -> Vec<stream::Config> {
-    let max_message_size = i32::try_from(max_payload).unwrap_or(i32::MAX);
+///
+/// Message size is left to the server's `max_payload`: every process must declare identical
+/// configurations, since creating a stream that exists with another configuration fails.
+pub fn stream_configs() -> Vec<stream::Config> {
     let work_queue = |name: &str, subjects: &str| stream::Config {
         name: name.to_owned(),
         subjects: vec![subjects.to_owned()],
         retention: stream::RetentionPolicy::WorkQueue,
         storage: stream::StorageType::File,
-        max_message_size,
         duplicate_window: Duration::from_secs(120),
         ..Default::default()
     };
@@ -97,20 +98,24 @@ pub fn stream_configs(max_payload: usize) -> Vec<stream::Config> {
 }
 
 /// Creates Baton's streams if they do not exist (an existing stream is left as it is).
-pub async fn ensure_streams(js: &jetstream::Context, max_payload: usize) -> Result<(), Error> {
-    for config in stream_configs(max_payload) {
+/// Several processes may race to create the same stream at startup: a failed create is
+/// followed by a look-up, and only a stream that is still missing is an error.
+pub async fn ensure_streams(js: &jetstream::Context) -> Result<(), Error> {
+    for config in stream_configs() {
         let name = match config.name.as_str() {
             subject::stream::JOBS => subject::stream::JOBS,
             subject::stream::TASKS => subject::stream::TASKS,
             subject::stream::RESULTS => subject::stream::RESULTS,
             _ => subject::stream::DLQ,
         };
-        js.get_or_create_stream(config)
-            .await
-            .map_err(|error| Error::Stream {
+        if let Err(error) = js.get_or_create_stream(config).await
+            && js.get_stream(name).await.is_err()
+        {
+            return Err(Error::Stream {
                 stream: name,
                 message: error.to_string(),
-            })?;
+            });
+        }
     }
     Ok(())
 }

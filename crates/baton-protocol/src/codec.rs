@@ -94,14 +94,20 @@ impl Encoding {
                     },
                 }
             }),
-            Encoding::MsgPack => rmp_serde::from_slice(bytes).map_err(|error| match error {
-                rmp_serde::decode::Error::Syntax(message) => Error::Schema(message),
-                rmp_serde::decode::Error::DepthLimitExceeded => Error::TooDeep(1024),
-                other => Error::Malformed {
-                    encoding: "MessagePack",
-                    message: other.to_string(),
-                },
-            }),
+            Encoding::MsgPack => {
+                // Human-readable mode: ids and timestamps are strings, as in JSON, so a
+                // MessagePack client sees the same shapes.
+                let mut deserializer =
+                    rmp_serde::Deserializer::from_read_ref(bytes).with_human_readable();
+                serde::Deserialize::deserialize(&mut deserializer).map_err(|error| match error {
+                    rmp_serde::decode::Error::Syntax(message) => Error::Schema(message),
+                    rmp_serde::decode::Error::DepthLimitExceeded => Error::TooDeep(1024),
+                    other => Error::Malformed {
+                        encoding: "MessagePack",
+                        message: other.to_string(),
+                    },
+                })
+            }
         }
     }
 
@@ -111,7 +117,14 @@ impl Encoding {
         match self {
             Encoding::Json => serde_json::to_vec(value).map_err(|e| Error::Encode(e.to_string())),
             Encoding::MsgPack => {
-                rmp_serde::to_vec_named(value).map_err(|e| Error::Encode(e.to_string()))
+                let mut out = Vec::new();
+                let mut serializer = rmp_serde::Serializer::new(&mut out)
+                    .with_struct_map()
+                    .with_human_readable();
+                value
+                    .serialize(&mut serializer)
+                    .map_err(|e| Error::Encode(e.to_string()))?;
+                Ok(out)
             }
         }
     }
@@ -217,6 +230,17 @@ mod tests {
                 .code(),
             "malformed_payload"
         );
+    }
+
+    #[test]
+    fn msgpack_ids_are_strings() {
+        let reply = crate::messages::SubmitReply {
+            job_id: uuid::Uuid::nil(),
+            existing: false,
+        };
+        let bytes = Encoding::MsgPack.encode(&reply).unwrap();
+        let value: serde_json::Value = rmp_serde::from_slice(&bytes).unwrap();
+        assert_eq!(value, json!({"job_id": uuid::Uuid::nil().to_string()}));
     }
 
     #[test]

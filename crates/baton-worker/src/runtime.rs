@@ -109,7 +109,7 @@ impl<A: Agent> Worker<A> {
         self.options.validate().map_err(Error::Config)?;
         let client = baton_nats::connect(&self.options.nats).await?;
         let js = jetstream::new(client.clone());
-        baton_nats::ensure_streams(&js, self.options.max_payload_bytes).await?;
+        baton_nats::ensure_streams(&js).await?;
         let consumer_options = AgentConsumerOptions {
             ack_wait: self.options.ack_wait,
             max_deliver: self.options.max_deliver,

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Baton's whole test suite, from a fresh Debian machine with only the Rust toolchain:
+# installs redis-server and the pinned nats-server when missing, checks formatting, lints,
+# the crate-boundary invariants, then runs every test against real servers.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+tools_bin="$(./scripts/ensure-deps.sh)"
+export PATH="$tools_bin:$PATH"
+echo "using $(nats-server --version) and $(redis-server --version | cut -d' ' -f1-3)"
+
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+# Boundaries (ARCHITECTURE.md): the protocol crate does no I/O, workers never touch Redis.
+for pair in "baton-protocol tokio" "baton-protocol async-nats" "baton-protocol redis" \
+            "baton-worker redis" "baton-agents redis"; do
+  set -- $pair
+  if cargo tree --locked -p "$1" -e normal -i "$2" >/dev/null 2>&1; then
+    echo "boundary violated: $1 depends on $2" >&2
+    exit 1
+  fi
+done
+
+# Multi-process tests start the built binaries.
+cargo build --workspace --bins --locked
+cargo test --workspace --locked

@@ -1,0 +1,280 @@
+//! Retries with backoff, timeouts, escalation and fencing of duplicate results.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use baton_protocol::messages::{Event, EventKind, FailureClass, JobStatus, StepStatus};
+use baton_protocol::subject;
+use baton_tests::Fleet;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn one_step(retry: Value, timeout_ms: u64) -> Value {
+    json!({"name": "one", "steps": [{"id": "only", "agent": "sim", "retry": retry, "timeout_ms": timeout_ms}]})
+}
+
+fn dispatch_times(events: &[Event]) -> Vec<(u32, u64)> {
+    events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::StepDispatched { attempt, .. } => Some((*attempt, e.ts_ms)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn failure_times(events: &[Event]) -> Vec<(u32, u64, FailureClass)> {
+    events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::StepFailed { attempt, error, .. } => Some((*attempt, e.ts_ms, error.class)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_that_fails_twice_succeeds_on_attempt_three_after_backoff() {
+    let mut fleet = Fleet::with_coordinator().await;
+    fleet.spawn_sim("sim");
+    let events = fleet.record_events().await;
+    for jitter in [0.0, 0.2] {
+        let retry = json!({"max_attempts": 3, "initial_backoff_ms": 300, "max_backoff_ms": 5000, "jitter": jitter});
+        let input = json!({"sim": {"fail": "error", "fail_attempts": 2}});
+        let job = fleet.submit(one_step(retry, 5000), input).await;
+        let status = fleet.wait_for(job, JobStatus::Succeeded, WAIT).await;
+        assert_eq!(status.steps["only"].attempts, 3);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let log = events.of(job);
+        let failures = failure_times(&log);
+        let dispatches = dispatch_times(&log);
+        assert_eq!(failures.len(), 2, "{log:#?}");
+        assert_eq!(
+            dispatches.iter().map(|d| d.0).collect::<Vec<_>>(),
+            [1, 2, 3]
+        );
+        // The gap between a failure and the next dispatch is the policy's delay: 300 ms, then
+        // 600 ms, shortened by at most `jitter` of it, and never much later than due.
+        for (i, expected) in [300u64, 600].into_iter().enumerate() {
+            let gap = dispatches[i + 1].1 - failures[i].1;
+            let earliest = (expected as f64 * (1.0 - jitter)) as u64;
+            assert!(
+                gap + 5 >= earliest && gap <= expected + 250,
+                "gap before attempt {} was {gap} ms; expected {earliest}..={expected} ms (+ scheduling)",
+                i + 2
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_that_times_out_is_retried_then_escalated() {
+    let mut fleet = Fleet::with_coordinator().await;
+    fleet.spawn_sim("sim");
+    let events = fleet.record_events().await;
+    let retry = json!({"max_attempts": 2, "initial_backoff_ms": 100, "max_backoff_ms": 100});
+    let job = fleet
+        .submit(one_step(retry, 400), json!({"sim": {"fail": "timeout"}}))
+        .await;
+    let status = fleet.wait_for(job, JobStatus::Escalated, WAIT).await;
+    let step = &status.steps["only"];
+    assert_eq!(step.status, StepStatus::Escalated);
+    assert_eq!(step.attempts, 2);
+    assert_eq!(step.error.as_ref().unwrap().class, FailureClass::Timeout);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let log = events.of(job);
+    let failures = failure_times(&log);
+    assert_eq!(
+        failures.iter().map(|f| (f.0, f.2)).collect::<Vec<_>>(),
+        [(1, FailureClass::Timeout), (2, FailureClass::Timeout)]
+    );
+    // Each timeout fired about timeout_ms after its dispatch.
+    for ((_, dispatched), (_, failed, _)) in dispatch_times(&log).iter().zip(&failures) {
+        let waited = failed - dispatched;
+        assert!((390..=900).contains(&waited), "timed out after {waited} ms");
+    }
+    assert!(
+        log.iter()
+            .any(|e| matches!(e.kind, EventKind::StepEscalated { attempt: 2, .. }))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_that_always_fails_is_dead_lettered_and_escalated() {
+    let mut fleet = Fleet::with_coordinator().await;
+    fleet.spawn_sim("sim");
+    let js = async_nats::jetstream::new(fleet.client.clone());
+    let retry = json!({"max_attempts": 3, "initial_backoff_ms": 50, "max_backoff_ms": 100});
+    let input = json!({"sim": {"fail": "error"}, "n": 7});
+    let job = fleet.submit(one_step(retry, 5000), input.clone()).await;
+    let status = fleet.wait_for(job, JobStatus::Escalated, WAIT).await;
+    assert_eq!(status.steps["only"].attempts, 3);
+    // The last task is in the dead-letter stream, with its input and error.
+    let dlq = js.get_stream(subject::stream::DLQ).await.unwrap();
+    let message = dlq
+        .get_last_raw_message_by_subject("baton.dlq.sim")
+        .await
+        .unwrap();
+    let letter: Value = serde_json::from_slice(&message.payload).unwrap();
+    assert_eq!(letter["job_id"], json!(job));
+    assert_eq!(letter["attempt"], json!(3));
+    assert_eq!(letter["input"]["input"], input);
+    assert!(
+        letter["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("injected failure")
+    );
+    assert_eq!(letter["escalation_id"], json!(format!("{job}.only")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_non_retryable_error_escalates_at_once() {
+    let mut fleet = Fleet::with_coordinator().await;
+    fleet.spawn_sim("sim");
+    // A sim spec the agent cannot parse is a fatal (non-retryable) error.
+    let job = fleet
+        .submit(
+            one_step(json!({"max_attempts": 5}), 5000),
+            json!({"sim": {"fail": "explode"}}),
+        )
+        .await;
+    let status = fleet.wait_for(job, JobStatus::Escalated, WAIT).await;
+    assert_eq!(status.steps["only"].attempts, 1);
+    assert!(!status.steps["only"].error.as_ref().unwrap().retryable);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_delivered_twice_is_recorded_once() {
+    let mut fleet = Fleet::with_coordinator().await;
+    fleet.spawn_sim("sim");
+    let events = fleet.record_events().await;
+    // b sleeps, so the duplicate of a's result arrives while the job is still running.
+    let plan = json!({"steps": [
+        {"id": "a", "agent": "sim"},
+        {"id": "b", "agent": "sim", "needs": ["a"], "input": {"sim": {"sleep_ms": 800}, "from_a": "$needs/a"}}
+    ]});
+    let job = fleet.submit(plan, json!({"x": 1})).await;
+    wait_until(|| {
+        events
+            .of(job)
+            .iter()
+            .any(|e| matches!(&e.kind, EventKind::StepSucceeded { step_id, .. } if step_id == "a"))
+    })
+    .await;
+
+    // Publish a's result again by hand, with a different output, twice: once with the same
+    // message id (the broker drops it) and once with a new one (the coordinator fences it).
+    let js = async_nats::jetstream::new(fleet.client.clone());
+    let forged = json!({"job_id": job, "step_id": "a", "attempt": 1, "output": {"forged": true}});
+    for msg_id in [subject::result_msg_id(job, "a", 1), "a-new-id".to_owned()] {
+        let mut headers = HeaderMap::new();
+        headers.insert("Nats-Msg-Id", msg_id.as_str());
+        js.publish_with_headers(
+            "baton.results.sim",
+            headers,
+            serde_json::to_vec(&forged).unwrap().into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    }
+    let status = fleet.wait_for(job, JobStatus::Succeeded, WAIT).await;
+    assert_eq!(
+        status.steps["a"].output,
+        Some(json!({"input": {"x": 1}, "needs": {}}))
+    );
+    assert_eq!(
+        status.output.as_ref().unwrap()["from_a"],
+        json!({"input": {"x": 1}, "needs": {}})
+    );
+    // After the job ended, the duplicate is fenced again, and nothing changes.
+    let mut headers = HeaderMap::new();
+    headers.insert("Nats-Msg-Id", "after-end");
+    js.publish_with_headers(
+        "baton.results.sim",
+        headers,
+        serde_json::to_vec(&forged).unwrap().into(),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+    wait_until(|| {
+        events
+            .of(job)
+            .iter()
+            .filter(|e| matches!(e.kind, EventKind::ResultFenced { .. }))
+            .count()
+            == 2
+    })
+    .await;
+    let log = events.of(job);
+    let succeeded_a = log
+        .iter()
+        .filter(|e| matches!(&e.kind, EventKind::StepSucceeded { step_id, .. } if step_id == "a"))
+        .count();
+    let dispatched_b = log
+        .iter()
+        .filter(|e| matches!(&e.kind, EventKind::StepDispatched { step_id, .. } if step_id == "b"))
+        .count();
+    assert_eq!((succeeded_a, dispatched_b), (1, 1), "{log:#?}");
+    assert_eq!(
+        fleet.status(job).await.steps["a"].output,
+        status.steps["a"].output
+    );
+}
+
+async fn wait_until(condition: impl Fn() -> bool) {
+    for _ in 0..300 {
+        if condition() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("condition not met in 6 s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_jobs_and_steps_in_results_are_dead_lettered() {
+    let fleet = Fleet::with_coordinator().await;
+    let js = async_nats::jetstream::new(fleet.client.clone());
+    let bad = [
+        b"{not json".to_vec(),
+        serde_json::to_vec(&json!({"job_id": Uuid::now_v7(), "step_id": "a", "attempt": "one"}))
+            .unwrap(),
+    ];
+    for payload in bad {
+        js.publish("baton.results.sim", payload.into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    let mut dlq = js.get_stream(subject::stream::DLQ).await.unwrap();
+    for _ in 0..100 {
+        if dlq.info().await.unwrap().state.messages >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let message = dlq
+        .get_last_raw_message_by_subject(subject::DLQ_RESULTS)
+        .await
+        .unwrap();
+    assert!(message.headers.get(subject::header::DLQ_REASON).is_some());
+    // The results work queue is left empty.
+    let mut results = js.get_stream(subject::stream::RESULTS).await.unwrap();
+    for _ in 0..100 {
+        if results.info().await.unwrap().state.messages == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("bad results stayed in the work queue");
+}
