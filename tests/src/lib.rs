@@ -284,6 +284,28 @@ impl Fleet {
         self.stop = CancellationToken::new();
     }
 
+    /// Sends a signal to one spawned process.
+    pub fn signal_process(&self, index: usize, signal: baton_harness::Signal) {
+        let pid = nix_pid(self.children[index].id());
+        nix::sys::signal::kill(pid, signal).unwrap();
+    }
+
+    /// Waits for one spawned process to exit.
+    pub fn wait_process(&mut self, index: usize) -> std::process::ExitStatus {
+        self.children[index].wait().unwrap()
+    }
+
+    /// The job hash's remaining TTL in milliseconds (-2 when it does not exist).
+    pub async fn job_ttl_ms(&self, job: Uuid) -> i64 {
+        let client = redis::Client::open(self.redis.url()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        redis::cmd("PTTL")
+            .arg(baton_protocol::keys::job(job))
+            .query_async(&mut conn)
+            .await
+            .unwrap()
+    }
+
     /// Kills one spawned process (SIGKILL).
     pub fn kill_process(&mut self, index: usize) {
         let _ = self.children[index].kill();
@@ -316,6 +338,10 @@ impl EventLog {
     pub fn of(&self, job: Uuid) -> Vec<Event> {
         self.all().into_iter().filter(|e| e.job_id == job).collect()
     }
+}
+
+fn nix_pid(id: u32) -> nix::unistd::Pid {
+    nix::unistd::Pid::from_raw(i32::try_from(id).unwrap())
 }
 
 /// A binary of this workspace, from the target directory the tests were built into.

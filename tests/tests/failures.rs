@@ -278,3 +278,32 @@ async fn unknown_jobs_and_steps_in_results_are_dead_lettered() {
     }
     panic!("bad results stayed in the work queue");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_output_that_breaks_the_output_schema_is_a_failed_attempt() {
+    let mut fleet = Fleet::with_coordinator().await;
+    fleet.spawn_sim("sim");
+    let plan = json!({"steps": [{"id": "only", "agent": "sim",
+        "retry": {"max_attempts": 3, "initial_backoff_ms": 50, "max_backoff_ms": 50},
+        "output_schema": {"type": "object", "required": ["input"]}}]});
+    // The sim answers with a bare string on attempt 1, then echoes its (valid) input.
+    let job = fleet
+        .submit(
+            plan,
+            json!({"sim": {"fail": "invalid", "fail_attempts": 1}}),
+        )
+        .await;
+    let status = fleet.wait_for(job, JobStatus::Succeeded, WAIT).await;
+    assert_eq!(status.steps["only"].attempts, 2);
+    // A step whose every answer is invalid escalates with the schema violation as its error.
+    let plan = json!({"steps": [{"id": "only", "agent": "sim",
+        "retry": {"max_attempts": 2, "initial_backoff_ms": 50, "max_backoff_ms": 50},
+        "output_schema": {"type": "object"}}]});
+    let job = fleet
+        .submit(plan, json!({"sim": {"fail": "invalid"}}))
+        .await;
+    let status = fleet.wait_for(job, JobStatus::Escalated, WAIT).await;
+    let error = status.steps["only"].error.clone().unwrap();
+    assert_eq!(error.class, FailureClass::Invalid);
+    assert!(error.message.contains("output_schema"), "{}", error.message);
+}

@@ -58,3 +58,42 @@ pub(crate) async fn run(nats_url: &str, args: CoordinatorArgs) -> anyhow::Result
         .context("coordinator failed")?;
     Ok(0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_config_parses_to_the_defaults() {
+        let args = CoordinatorArgs {
+            redis_url: "redis://127.0.0.1:6379".into(),
+            config: Some(
+                concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/../../deploy/coordinator.example.yaml"
+                )
+                .into(),
+            ),
+            max_in_flight: None,
+            retention_secs: None,
+        };
+        let options = options("nats://127.0.0.1:4222", &args).unwrap();
+        assert_eq!(options, Options::default());
+    }
+
+    #[test]
+    fn unknown_config_keys_are_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.yaml");
+        std::fs::write(&path, "redis_ur1: redis://x\n").unwrap();
+        let args = CoordinatorArgs {
+            redis_url: "redis://x".into(),
+            config: Some(path),
+            max_in_flight: None,
+            retention_secs: None,
+        };
+        let error = options("nats://x", &args).unwrap_err();
+        assert!(error.downcast_ref::<ConfigError>().is_some());
+        assert!(error.to_string().contains("redis_ur1"), "{error}");
+    }
+}

@@ -316,6 +316,11 @@ async fn resolve(
                     "action \"output\" needs an \"output\" value",
                 )
             })?;
+            if let Some(schema) = &step.output_schema {
+                schema
+                    .check(&output)
+                    .map_err(|message| ApiError::new("invalid_output", message))?;
+            }
             (
                 "output",
                 check_value(&output, limits.max_depth, limits.max_payload_bytes)?,

@@ -164,10 +164,18 @@ pub(crate) async fn on_result(engine: Arc<Engine>, message: jetstream::Message) 
     }
     let limits = &engine.options.limits;
     let outcome = match (result.output, result.error) {
-        (Some(output), None) => match codec::check_depth(&output, limits.max_depth) {
-            Ok(()) => Ok(serde_json::to_string(&output).unwrap_or_else(|_| "null".into())),
-            Err(error) => Err(invalid(error.to_string())),
-        },
+        (Some(output), None) => {
+            let checked = codec::check_depth(&output, limits.max_depth)
+                .map_err(|error| error.to_string())
+                .and_then(|()| match &step.output_schema {
+                    Some(schema) => schema.check(&output),
+                    None => Ok(()),
+                });
+            match checked {
+                Ok(()) => Ok(serde_json::to_string(&output).unwrap_or_else(|_| "null".into())),
+                Err(message) => Err(invalid(message)),
+            }
+        }
         (None, Some(error)) => Err(Failure {
             message: error.message,
             class: FailureClass::Error,

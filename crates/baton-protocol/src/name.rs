@@ -73,6 +73,14 @@ impl fmt::Display for AgentName {
     }
 }
 
+impl std::str::FromStr for AgentName {
+    type Err = Error;
+
+    fn from_str(raw: &str) -> Result<Self, Error> {
+        Self::new(raw)
+    }
+}
+
 impl<'de> Deserialize<'de> for AgentName {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let raw = String::deserialize(deserializer)?;

@@ -59,6 +59,10 @@ pub struct StepSpec {
     /// How long one attempt may take, in milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
+    /// A JSON Schema the step's output must satisfy; an output that does not is a failed
+    /// attempt of class `invalid` (retried like any failure).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_schema: Option<Value>,
 }
 
 /// Exponential backoff with jitter between attempts of one step.
@@ -120,6 +124,54 @@ pub struct Step {
     pub input: Option<InputTemplate>,
     pub retry: RetryPolicy,
     pub timeout_ms: u64,
+    pub output_schema: Option<OutputSchema>,
+}
+
+/// A compiled output schema (compiled once, when the plan is validated).
+#[derive(Clone)]
+pub struct OutputSchema {
+    schema: Value,
+    validator: std::sync::Arc<jsonschema::Validator>,
+}
+
+impl OutputSchema {
+    fn new(schema: Value) -> Result<Self, String> {
+        let validator = jsonschema::validator_for(&schema).map_err(|error| error.to_string())?;
+        Ok(Self {
+            schema,
+            validator: std::sync::Arc::new(validator),
+        })
+    }
+
+    /// Checks an output; the error names the first violation and where it is.
+    pub fn check(&self, output: &Value) -> Result<(), String> {
+        match self.validator.iter_errors(output).next() {
+            None => Ok(()),
+            Some(error) => {
+                let at = error.instance_path().to_string();
+                let at = if at.is_empty() {
+                    "the output".to_owned()
+                } else {
+                    format!("output{at}")
+                };
+                Err(format!(
+                    "{at} does not match the step's output_schema: {error}"
+                ))
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for OutputSchema {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("OutputSchema").field(&self.schema).finish()
+    }
+}
+
+impl PartialEq for OutputSchema {
+    fn eq(&self, other: &Self) -> bool {
+        self.schema == other.schema
+    }
 }
 
 impl Step {
@@ -175,6 +227,8 @@ pub enum Error {
     InvalidPolicy { step: String, message: String },
     #[error("step {step:?}: input mapping {message}")]
     InvalidInput { step: String, message: String },
+    #[error("step {step:?}: output_schema is not a valid JSON Schema: {message}")]
+    InvalidSchema { step: String, message: String },
 }
 
 impl Error {
@@ -193,6 +247,7 @@ impl Error {
             Error::Cycle(_) => "plan_cycle",
             Error::InvalidPolicy { .. } => "invalid_policy",
             Error::InvalidInput { .. } => "invalid_input_mapping",
+            Error::InvalidSchema { .. } => "invalid_output_schema",
         }
     }
 }
@@ -431,6 +486,17 @@ fn check_step(
             },
         )?),
     };
+    let output_schema = match &raw.output_schema {
+        None => None,
+        Some(schema) => {
+            Some(
+                OutputSchema::new(schema.clone()).map_err(|message| Error::InvalidSchema {
+                    step: raw.id.clone(),
+                    message,
+                })?,
+            )
+        }
+    };
     Ok(Step {
         id,
         kind: StepKind::Agent(agent),
@@ -438,6 +504,7 @@ fn check_step(
         input,
         retry,
         timeout_ms,
+        output_schema,
     })
 }
 

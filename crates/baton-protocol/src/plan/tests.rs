@@ -188,3 +188,19 @@ fn input_templates_render_references() {
     );
     assert_eq!(error.unwrap_err().code(), "invalid_input_mapping");
 }
+
+#[test]
+fn output_schemas_are_compiled_and_checked() {
+    let p = plan(json!({"steps": [{"id": "a", "agent": "sim",
+        "output_schema": {"type": "object", "required": ["answer"], "properties": {"answer": {"type": "string"}}}}]}))
+    .unwrap();
+    let schema = p.step("a").unwrap().output_schema.clone().unwrap();
+    assert_eq!(schema.check(&json!({"answer": "42"})), Ok(()));
+    let error = schema.check(&json!({"answer": 42})).unwrap_err();
+    assert!(error.contains("/answer"), "{error}");
+    assert!(schema.check(&json!("just text")).is_err());
+    let error = plan(
+        json!({"steps": [{"id": "a", "agent": "sim", "output_schema": {"type": "nonsense"}}]}),
+    );
+    assert_eq!(error.unwrap_err().code(), "invalid_output_schema");
+}
