@@ -307,3 +307,42 @@ async fn an_output_that_breaks_the_output_schema_is_a_failed_attempt() {
     assert_eq!(error.class, FailureClass::Invalid);
     assert!(error.message.contains("output_schema"), "{}", error.message);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_result_of_an_older_attempt_never_overwrites_a_newer_one() {
+    let mut fleet = Fleet::with_coordinator().await;
+    fleet.spawn_sim("sim");
+    let events = fleet.record_events().await;
+    let retry = json!({"max_attempts": 3, "initial_backoff_ms": 50, "max_backoff_ms": 50});
+    // Attempt 1 never answers and times out; attempt 2 answers.
+    let job = fleet
+        .submit(
+            one_step(retry, 300),
+            json!({"sim": {"fail": "timeout", "fail_attempts": 1}}),
+        )
+        .await;
+    let status = fleet.wait_for(job, JobStatus::Succeeded, WAIT).await;
+    assert_eq!(status.steps["only"].attempts, 2);
+    // Attempt 1's answer finally arrives (a paused worker waking up).
+    let js = async_nats::jetstream::new(fleet.client.clone());
+    let late = json!({"job_id": job, "step_id": "only", "attempt": 1, "output": {"late": true}});
+    js.publish(
+        "baton.results.sim",
+        serde_json::to_vec(&late).unwrap().into(),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+    wait_until(|| {
+        events
+            .of(job)
+            .iter()
+            .any(|e| matches!(e.kind, EventKind::ResultFenced { attempt: 1, .. }))
+    })
+    .await;
+    let after = fleet.status(job).await;
+    assert_eq!(after.steps["only"].output, status.steps["only"].output);
+    assert_eq!(after.output, status.output);
+    assert_ne!(after.output, Some(json!({"late": true})));
+}

@@ -42,6 +42,49 @@ pub enum Command {
     /// List, inspect and resolve escalated steps.
     #[command(subcommand)]
     Escalations(escalations::EscalationsCommand),
+    /// Measure step overhead, throughput against the bare ceiling, CPU and memory, on
+    /// servers and processes it starts itself (build with --release first).
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// A small run that checks the benchmark works (CI), not its figures.
+    #[arg(long)]
+    pub quick: bool,
+    /// Repetitions of each throughput measurement; medians are reported.
+    #[arg(long)]
+    pub runs: Option<usize>,
+    /// Jobs per throughput run.
+    #[arg(long)]
+    pub jobs: Option<u64>,
+    /// Steps between the two coordinator RSS readings.
+    #[arg(long)]
+    pub rss_steps: Option<u64>,
+}
+
+async fn bench(args: BenchArgs) -> anyhow::Result<i32> {
+    let exe = std::env::current_exe()?;
+    let bin_dir = exe
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_default();
+    let mut options = if args.quick {
+        baton_bench::BenchOptions::quick(bin_dir)
+    } else {
+        baton_bench::BenchOptions::full(bin_dir)
+    };
+    if let Some(runs) = args.runs {
+        options.runs = runs.max(1);
+    }
+    if let Some(jobs) = args.jobs {
+        options.throughput_jobs = jobs.max(1);
+    }
+    if let Some(steps) = args.rss_steps {
+        options.rss_steps = steps.max(5);
+    }
+    baton_bench::run(options).await?;
+    Ok(0)
 }
 
 /// Parses the command line, runs the command and returns the process exit code.
@@ -71,6 +114,7 @@ pub fn main() -> i32 {
             Command::Submit(args) => jobs::submit(&cli.nats_url, args).await,
             Command::Status(args) => jobs::status(&cli.nats_url, args).await,
             Command::Escalations(command) => escalations::run(&cli.nats_url, command).await,
+            Command::Bench(args) => bench(args).await,
         }
     });
     match result {

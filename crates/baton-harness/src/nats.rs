@@ -102,6 +102,11 @@ impl NatsServer {
         self.port
     }
 
+    /// The server's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(std::process::Child::id)
+    }
+
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }

@@ -1,0 +1,140 @@
+//! The fleet a benchmark measures: nats-server (file storage) and redis-server started by the
+//! harness, and coordinator and sim-worker processes of the built binaries, so each one's CPU
+//! time can be read separately.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use baton_harness::{NatsServer, RedisServer};
+use baton_protocol::subject;
+
+use crate::procs::Proc;
+
+pub(crate) struct Fleet {
+    pub(crate) nats: NatsServer,
+    pub(crate) redis: RedisServer,
+    coordinators: Vec<Child>,
+    workers: Vec<Child>,
+    bin_dir: PathBuf,
+}
+
+impl Fleet {
+    pub(crate) fn start(bin_dir: PathBuf) -> anyhow::Result<Self> {
+        Ok(Self {
+            nats: NatsServer::start()?,
+            redis: RedisServer::start()?,
+            coordinators: Vec::new(),
+            workers: Vec::new(),
+            bin_dir,
+        })
+    }
+
+    fn spawn(&self, binary: &str, args: &[&str]) -> anyhow::Result<Child> {
+        let path = self.bin_dir.join(binary);
+        Command::new(&path)
+            .args(args)
+            .env("BATON_NATS_URL", self.nats.url())
+            .env("BATON_REDIS_URL", self.redis.url())
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .with_context(|| format!("cannot start {}", path.display()))
+    }
+
+    pub(crate) async fn start_coordinators(
+        &mut self,
+        count: usize,
+        client: &async_nats::Client,
+    ) -> anyhow::Result<()> {
+        for _ in 0..count {
+            let child = self.spawn("baton", &["coordinator", "--max-in-flight", "512"])?;
+            self.coordinators.push(child);
+        }
+        let started = Instant::now();
+        loop {
+            let probe = client.request(
+                subject::STATUS,
+                b"{\"job_id\":\"00000000-0000-0000-0000-000000000000\"}"
+                    .to_vec()
+                    .into(),
+            );
+            if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(1), probe).await {
+                return Ok(());
+            }
+            if started.elapsed() > Duration::from_secs(30) {
+                bail!("the coordinator did not start");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Replaces the sim workers of `agent` with `count` fresh ones.
+    pub(crate) fn set_workers(
+        &mut self,
+        agent: &str,
+        count: usize,
+        concurrency: usize,
+    ) -> anyhow::Result<()> {
+        for mut child in self.workers.drain(..) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let concurrency = concurrency.to_string();
+        for _ in 0..count {
+            let child = self.spawn(
+                "baton-agent-sim",
+                &["--type", agent, "--concurrency", &concurrency],
+            )?;
+            self.workers.push(child);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn procs(&self) -> Vec<Proc> {
+        let mut procs = Vec::new();
+        if let Some(pid) = self.nats.pid() {
+            procs.push(Proc {
+                name: "nats-server".into(),
+                pid,
+            });
+        }
+        if let Some(pid) = self.redis.pid() {
+            procs.push(Proc {
+                name: "redis-server".into(),
+                pid,
+            });
+        }
+        for (i, child) in self.coordinators.iter().enumerate() {
+            procs.push(Proc {
+                name: format!("coordinator {}", i + 1),
+                pid: child.id(),
+            });
+        }
+        for (i, child) in self.workers.iter().enumerate() {
+            procs.push(Proc {
+                name: format!("worker {}", i + 1),
+                pid: child.id(),
+            });
+        }
+        procs
+    }
+
+    pub(crate) fn coordinator_procs(&self) -> Vec<Proc> {
+        self.procs()
+            .into_iter()
+            .filter(|p| p.name.starts_with("coordinator"))
+            .collect()
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        for child in self.coordinators.iter_mut().chain(self.workers.iter_mut()) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
