@@ -61,6 +61,9 @@ pub struct BenchArgs {
     /// Steps between the two coordinator RSS readings.
     #[arg(long)]
     pub rss_steps: Option<u64>,
+    /// Jobs in flight at once during throughput runs.
+    #[arg(long)]
+    pub window: Option<usize>,
 }
 
 async fn bench(args: BenchArgs) -> anyhow::Result<i32> {
@@ -79,6 +82,9 @@ async fn bench(args: BenchArgs) -> anyhow::Result<i32> {
     }
     if let Some(jobs) = args.jobs {
         options.throughput_jobs = jobs.max(1);
+    }
+    if let Some(window) = args.window {
+        options.window = window.max(1);
     }
     if let Some(steps) = args.rss_steps {
         options.rss_steps = steps.max(5);

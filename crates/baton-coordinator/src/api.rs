@@ -376,24 +376,28 @@ async fn resolve(
         ));
     }
     engine.store.unindex_escalation(&request.id).await?;
-    engine.event(
-        job,
-        EventKind::EscalationResolved {
-            step_id: step_id.to_owned(),
-            escalation_id: request.id.clone(),
-            action: request.action,
-        },
-    );
+    engine
+        .event(
+            job,
+            EventKind::EscalationResolved {
+                step_id: step_id.to_owned(),
+                escalation_id: request.id.clone(),
+                action: request.action,
+            },
+        )
+        .await;
     tracing::info!(job = %job, step = %step_id, action, "Escalation resolved");
     match request.action {
         ResolveAction::Output => {
-            engine.event(
-                job,
-                EventKind::StepSucceeded {
-                    step_id: step_id.to_owned(),
-                    attempt,
-                },
-            );
+            engine
+                .event(
+                    job,
+                    EventKind::StepSucceeded {
+                        step_id: step_id.to_owned(),
+                        attempt,
+                    },
+                )
+                .await;
             engine.note_timers(plan.dependents(step_id).map(|d| now + d.timeout_ms));
         }
         ResolveAction::Retry => engine.note_timers(std::iter::once(now + step.timeout_ms)),

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, AckKind};
-use baton_protocol::keys::{TimerKind, TimerMember};
 use baton_protocol::messages::{Failure, FailureClass, SubmitRequest, TaskResult};
 use baton_protocol::{codec, subject};
 use futures::StreamExt;
@@ -192,27 +191,20 @@ pub(crate) async fn on_result(engine: Arc<Engine>, message: jetstream::Message) 
         Ok(transition) => {
             if matches!(transition.outcome.as_str(), "stale" | "ended" | "missing") {
                 tracing::info!(job = %result.job_id, step = %step.id, attempt, outcome = %transition.outcome, "Result fenced");
-                engine.event(
-                    result.job_id,
-                    baton_protocol::messages::EventKind::ResultFenced {
-                        step_id: step.id.to_string(),
-                        attempt,
-                        reason: format!("{} {}", transition.outcome, transition.detail)
-                            .trim()
-                            .to_owned(),
-                    },
-                );
+                engine
+                    .event(
+                        result.job_id,
+                        baton_protocol::messages::EventKind::ResultFenced {
+                            step_id: step.id.to_string(),
+                            attempt,
+                            reason: format!("{} {}", transition.outcome, transition.detail)
+                                .trim()
+                                .to_owned(),
+                        },
+                    )
+                    .await;
             }
             ack(&message).await;
-            let timer = TimerMember {
-                job: result.job_id,
-                step: step.id.to_string(),
-                attempt,
-                kind: TimerKind::Timeout,
-            };
-            if let Err(error) = engine.store.cancel_timer(&timer).await {
-                tracing::debug!(error = %error, "Timeout timer not cancelled; it will fire and find nothing");
-            }
         }
         Err(error) => retry_later(&message, &error.to_string()).await,
     }

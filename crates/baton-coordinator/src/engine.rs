@@ -102,7 +102,8 @@ impl Engine {
                 plan: plan.name().map(str::to_owned),
                 steps: plan.steps().len(),
             },
-        );
+        )
+        .await;
         self.note_timers(plan.roots().map(|s| now + s.timeout_ms));
         self.apply(job, &plan, transition).await;
         Ok((job, false))
@@ -179,7 +180,8 @@ impl Engine {
                         step_id: step.id.to_string(),
                         attempt,
                     },
-                );
+                )
+                .await;
                 self.note_timers(
                     plan.dependents(step.id.as_str())
                         .map(|d| now + d.timeout_ms),
@@ -194,7 +196,8 @@ impl Engine {
                             attempt,
                             error: failure,
                         },
-                    );
+                    )
+                    .await;
                 }
                 if transition.outcome == "retry" {
                     self.event(
@@ -204,7 +207,8 @@ impl Engine {
                             attempt: attempt + 1,
                             delay_ms,
                         },
-                    );
+                    )
+                    .await;
                     self.note_timers(std::iter::once(now + delay_ms));
                 } else {
                     self.escalated(job, plan, step, attempt).await;
@@ -233,7 +237,7 @@ impl Engine {
         );
         if changed && job_ended {
             match transition.status.as_str() {
-                "succeeded" => self.event(job, EventKind::JobSucceeded),
+                "succeeded" => self.event(job, EventKind::JobSucceeded).await,
                 _ => {
                     let fields = self
                         .store
@@ -243,7 +247,7 @@ impl Engine {
                         .ok()
                         .and_then(|f| f.into_iter().next().flatten())
                         .unwrap_or_default();
-                    self.event(job, EventKind::JobFailed { error });
+                    self.event(job, EventKind::JobFailed { error }).await;
                 }
             }
         }
@@ -310,14 +314,17 @@ impl Engine {
             )
             .await;
         match result {
-            Ok(_) => self.event(
-                job,
-                EventKind::StepDispatched {
-                    step_id: step.id.to_string(),
-                    agent: agent.to_string(),
-                    attempt: item.attempt,
-                },
-            ),
+            Ok(_) => {
+                self.event(
+                    job,
+                    EventKind::StepDispatched {
+                        step_id: step.id.to_string(),
+                        agent: agent.to_string(),
+                        attempt: item.attempt,
+                    },
+                )
+                .await
+            }
             Err(error) => tracing::warn!(
                 job = %job, step = %step.id, attempt = item.attempt, error = %error,
                 "Task publish failed; the attempt's timeout will retry it"
@@ -400,7 +407,8 @@ impl Engine {
                 attempt,
                 escalation_id,
             },
-        );
+        )
+        .await;
     }
 
     /// The input the step's current attempt gets (for inspection, dead letters and retries).
@@ -433,7 +441,8 @@ impl Engine {
     }
 
     /// Publishes an event on `baton.events.<job>` (core NATS: live observers, no storage).
-    pub(crate) fn event(&self, job: Uuid, kind: EventKind) {
+    /// Publishing only queues the message on the connection; it does not wait for the server.
+    pub(crate) async fn event(&self, job: Uuid, kind: EventKind) {
         let event = Event {
             job_id: job,
             ts_ms: now_ms(),
@@ -442,12 +451,13 @@ impl Engine {
         let Ok(payload) = serde_json::to_vec(&event) else {
             return;
         };
-        let client = self.client.clone();
-        tokio::spawn(async move {
-            if let Err(error) = client.publish(subject::events(job), payload.into()).await {
-                tracing::debug!(job = %job, error = %error, "Event not published");
-            }
-        });
+        if let Err(error) = self
+            .client
+            .publish(subject::events(job), payload.into())
+            .await
+        {
+            tracing::debug!(job = %job, error = %error, "Event not published");
+        }
     }
 
     /// Tells the timer loop about timers this replica just scheduled.

@@ -130,6 +130,11 @@ impl Store {
     /// Runs a job script after scheduling `timers`, in one round trip. The timers go first:
     /// if the process dies between the two, a timer exists for a transition that never
     /// happened (it fires, finds nothing due, and is dropped) — never the other way round.
+    ///
+    /// `settled` is a timer made moot by this transition (the timeout of an attempt whose
+    /// result is being recorded); it is removed in the same round trip, after the script.
+    /// Removing it even if the script fails is safe: the result being recorded is still in
+    /// its work queue and is redelivered until it is recorded.
     async fn transition(
         &self,
         script: &Script,
@@ -137,6 +142,7 @@ impl Store {
         now: u64,
         args: Vec<String>,
         timers: &[(TimerMember, u64)],
+        settled: Option<&TimerMember>,
     ) -> Result<Transition, Error> {
         let mut invocation = script.key(keys::job(job));
         invocation
@@ -151,6 +157,9 @@ impl Store {
             pipe.zadd(keys::TIMERS, member.encode(), *due).ignore();
         }
         pipe.invoke_script(&invocation);
+        if let Some(member) = settled {
+            pipe.zrem(keys::TIMERS, member.encode()).ignore();
+        }
         let mut conn = self.conn.clone();
         let reply: Vec<redis::Value> = match pipe.query_async(&mut conn).await {
             Err(error)
@@ -192,7 +201,7 @@ impl Store {
                 )
             })
             .collect();
-        self.transition(&self.scripts.create, job, now, args, &timers)
+        self.transition(&self.scripts.create, job, now, args, &timers, None)
             .await
     }
 
@@ -236,8 +245,20 @@ impl Store {
                 now + record.delay_ms,
             ));
         }
-        self.transition(&self.scripts.record, job, now, args, &timers)
+        {
+            // A result settles its attempt's timeout; a fired timeout is settled by the timer loop.
+            let settled = (record.kind != RecordKind::Timeout)
+                .then(|| timer(job, step, record.attempt, keys::TimerKind::Timeout));
+            self.transition(
+                &self.scripts.record,
+                job,
+                now,
+                args,
+                &timers,
+                settled.as_ref(),
+            )
             .await
+        }
     }
 
     /// Starts the attempt whose backoff ended.
@@ -258,7 +279,7 @@ impl Store {
             timer(job, step, attempt, keys::TimerKind::Timeout),
             now + step.timeout_ms,
         )];
-        self.transition(&self.scripts.retry, job, now, args, &timers)
+        self.transition(&self.scripts.retry, job, now, args, &timers, None)
             .await
     }
 
@@ -301,7 +322,7 @@ impl Store {
             )],
             _ => Vec::new(),
         };
-        self.transition(&self.scripts.resolve, job, now, args, &timers)
+        self.transition(&self.scripts.resolve, job, now, args, &timers, None)
             .await
     }
 
@@ -345,16 +366,6 @@ impl Store {
             .arg(lease_score)
             .arg(reschedule.map(|s| s.to_string()).unwrap_or_default())
             .invoke_async(&mut self.conn.clone())
-            .await?;
-        Ok(())
-    }
-
-    /// Drops the timeout timer of an attempt that answered.
-    pub(crate) async fn cancel_timer(&self, member: &TimerMember) -> Result<(), Error> {
-        let _: i64 = redis::cmd("ZREM")
-            .arg(keys::TIMERS)
-            .arg(member.encode())
-            .query_async(&mut self.conn.clone())
             .await?;
         Ok(())
     }
