@@ -295,15 +295,25 @@ impl Fleet {
         self.children[index].wait().unwrap()
     }
 
-    /// The job hash's remaining TTL in milliseconds (-2 when it does not exist).
-    pub async fn job_ttl_ms(&self, job: Uuid) -> i64 {
+    /// A direct Redis connection, for tests that inspect or damage state.
+    pub async fn redis_conn(&self) -> redis::aio::MultiplexedConnection {
         let client = redis::Client::open(self.redis.url()).unwrap();
-        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        client.get_multiplexed_async_connection().await.unwrap()
+    }
+
+    /// A key's remaining TTL in milliseconds (-2 when it does not exist).
+    pub async fn ttl_ms(&self, key: &str) -> i64 {
+        let mut conn = self.redis_conn().await;
         redis::cmd("PTTL")
-            .arg(baton_protocol::keys::job(job))
+            .arg(key)
             .query_async(&mut conn)
             .await
             .unwrap()
+    }
+
+    /// The job hash's remaining TTL in milliseconds (-2 when it does not exist).
+    pub async fn job_ttl_ms(&self, job: Uuid) -> i64 {
+        self.ttl_ms(&baton_protocol::keys::job(job)).await
     }
 
     /// Kills one spawned process (SIGKILL).

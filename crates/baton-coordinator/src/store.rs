@@ -370,28 +370,81 @@ impl Store {
         Ok(())
     }
 
-    /// Maps an idempotency key to `job` unless it is taken; returns the job it maps to.
-    pub(crate) async fn claim_idempotency_key(&self, key: &str, job: Uuid) -> Result<Uuid, Error> {
+    /// Maps an idempotency mapping key (see `keys::idempotency`, `keys::enqueued`) to `job`
+    /// unless it is taken; returns the job it maps to and the mapping's age.
+    pub(crate) async fn claim_idempotency(
+        &self,
+        mapping: &str,
+        job: Uuid,
+    ) -> Result<(Uuid, Duration), Error> {
         let ttl = self.ttl.running.as_millis() as u64;
-        let (set, existing): (Option<String>, Option<String>) = redis::pipe()
+        let (_, owner, remaining): (Option<String>, Option<String>, i64) = redis::pipe()
             .cmd("SET")
-            .arg(keys::idempotency(key))
+            .arg(mapping)
             .arg(job.to_string())
             .arg("NX")
             .arg("PX")
             .arg(ttl)
             .cmd("GET")
-            .arg(keys::idempotency(key))
+            .arg(mapping)
+            .cmd("PTTL")
+            .arg(mapping)
             .query_async(&mut self.conn.clone())
             .await?;
-        let _ = set;
-        let existing = existing.ok_or_else(|| Error::Reply("idempotency key vanished".into()))?;
-        Uuid::parse_str(&existing).map_err(|e| Error::Reply(e.to_string()))
+        let owner = owner.ok_or_else(|| Error::Reply("idempotency mapping vanished".into()))?;
+        let owner = Uuid::parse_str(&owner).map_err(|e| Error::Reply(e.to_string()))?;
+        let age = Duration::from_millis(ttl.saturating_sub(u64::try_from(remaining).unwrap_or(0)));
+        Ok((owner, age))
     }
 
-    pub(crate) async fn idempotency_key(&self, key: &str) -> Result<Option<Uuid>, Error> {
+    /// Points a mapping whose job is gone at a new job, unless someone changed it meanwhile.
+    pub(crate) async fn replace_idempotency(
+        &self,
+        mapping: &str,
+        stale: Uuid,
+        job: Uuid,
+    ) -> Result<Uuid, Error> {
+        let owner: String = redis::Script::new(
+            "if redis.call('GET', KEYS[1]) == ARGV[1] then \
+               redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) end \
+             return redis.call('GET', KEYS[1])",
+        )
+        .key(mapping)
+        .arg(stale.to_string())
+        .arg(job.to_string())
+        .arg(self.ttl.running.as_millis() as u64)
+        .invoke_async(&mut self.conn.clone())
+        .await?;
+        Uuid::parse_str(&owner).map_err(|e| Error::Reply(e.to_string()))
+    }
+
+    /// Gives a finished job's idempotency mapping the job's retention, so both expire
+    /// together.
+    pub(crate) async fn retire_idempotency(&self, job: Uuid) -> Result<(), Error> {
+        let fields = self
+            .job_fields(job, &[keys::field::IDEMPOTENCY_KEY.to_owned()])
+            .await?;
+        if let Some(Some(mapping)) = fields.into_iter().next() {
+            let _: i64 = redis::cmd("PEXPIRE")
+                .arg(mapping)
+                .arg(self.ttl.retention.as_millis() as u64)
+                .query_async(&mut self.conn.clone())
+                .await?;
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn job_exists(&self, job: Uuid) -> Result<bool, Error> {
+        Ok(redis::cmd("EXISTS")
+            .arg(keys::job(job))
+            .query_async(&mut self.conn.clone())
+            .await?)
+    }
+
+    /// The job an idempotency mapping points at.
+    pub(crate) async fn idempotency_key(&self, mapping: &str) -> Result<Option<Uuid>, Error> {
         let existing: Option<String> = redis::cmd("GET")
-            .arg(keys::idempotency(key))
+            .arg(mapping)
             .query_async(&mut self.conn.clone())
             .await?;
         Ok(existing.and_then(|id| Uuid::parse_str(&id).ok()))

@@ -13,7 +13,7 @@
 //! | `created`, `updated` | unix milliseconds |
 //! | `left` | steps not yet succeeded |
 //! | `escalated` | open escalations |
-//! | `idem` | idempotency key, if any |
+//! | `idem` | the Redis key of the job's idempotency mapping, if any |
 //! | `output`, `error` | the job's output or failure reason, once it ends |
 //! | `s.<step>` | step status: `waiting`, `running`, `retrying`, `succeeded`, `escalated`, `failed`, `cancelled` |
 //! | `a.<step>` | current attempt (1-based; 0 before the first dispatch) |
@@ -31,9 +31,16 @@ pub fn job(job: Uuid) -> String {
     format!("baton:{{{job}}}:job")
 }
 
-/// Maps an idempotency key to its job id.
+/// Maps a submitter's idempotency key to its job id.
 pub fn idempotency(key: &str) -> String {
     format!("baton:idem:{key}")
+}
+
+/// Maps a durable submission that carried no idempotency key to its job id, by the stream
+/// sequence and the time the broker stored it (so a recreated stream's sequences never match
+/// an old mapping). A separate namespace: no submitter's key can collide with it.
+pub fn enqueued(stream_sequence: u64, stored_unix_nanos: i128) -> String {
+    format!("baton:enqueued:{stored_unix_nanos}:{stream_sequence}")
 }
 
 /// Durable timers: a sorted set of [`TimerMember`]s scored by due time (unix ms).

@@ -234,14 +234,19 @@ pub struct Task<I = Value> {
     pub deadline_ms: u64,
 }
 
-/// A message on `baton.results.<agent>`: exactly one of `output` and `error`.
+/// A message on `baton.results.<agent>`: exactly one of `output` and `error`. `"output":
+/// null` is an output (null); a missing `output` is not. Unknown fields are ignored, so
+/// workers can be upgraded before coordinators.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct TaskResult {
     pub job_id: Uuid,
     pub step_id: String,
     pub attempt: u32,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub output: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<AgentError>,
@@ -265,6 +270,12 @@ pub struct AgentError {
 
 fn default_true() -> bool {
     true
+}
+
+/// Deserializes a field that is present (even as `null`) into `Some`; with
+/// `#[serde(default)]` a missing field stays `None`.
+fn present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(deserializer).map(Some)
 }
 
 /// One event on `baton.events.<job_id>`.
@@ -382,8 +393,12 @@ pub enum ResolveAction {
 pub struct ResolveEscalationRequest {
     pub id: String,
     pub action: ResolveAction,
-    /// Required with `output`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Required with `output` (may be `null`).
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub output: Option<Value>,
     /// Optional with `retry`: replaces the step's input.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -449,15 +464,20 @@ mod tests {
     }
 
     #[test]
-    fn results_reject_unknown_fields_and_default_retryable() {
+    fn results_default_retryable_keep_null_outputs_and_ignore_unknown_fields() {
         let r: TaskResult = serde_json::from_value(json!({
             "job_id": Uuid::nil(), "step_id": "a", "attempt": 1, "error": {"message": "boom"}
         }))
         .unwrap();
         assert!(r.error.unwrap().retryable);
-        let bad = serde_json::from_value::<TaskResult>(json!({
-            "job_id": Uuid::nil(), "step_id": "a", "attempt": 1, "output": 1, "extra": true
-        }));
+        assert_eq!(r.output, None);
+        let r: TaskResult = serde_json::from_value(json!({
+            "job_id": Uuid::nil(), "step_id": "a", "attempt": 1, "output": null, "lease": 7
+        }))
+        .unwrap();
+        assert_eq!(r.output, Some(Value::Null));
+        let bad =
+            serde_json::from_value::<TaskResult>(json!({"job_id": Uuid::nil(), "attempt": 1}));
         assert!(bad.is_err());
     }
 }
