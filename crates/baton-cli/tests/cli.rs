@@ -281,3 +281,26 @@ fn baton_dev_answers_the_demo_and_stops_on_ctrl_c() {
         "{nats_dir} was not cleaned up"
     );
 }
+
+#[test]
+fn bench_quick_runs_and_prints_its_table() {
+    // Checks that the benchmark works end to end, not its figures (those are for
+    // BENCHMARKS.md, measured with a release build).
+    let output = Command::new(BATON)
+        .args(["bench", "--quick"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{output:?}");
+    for row in [
+        "step overhead",
+        "bare ceiling",
+        "Baton / ceiling",
+        "CPU per 1000 steps: nats-server",
+        "Redis memory per job",
+        "coordinator RSS",
+        "throughput with 4 worker",
+    ] {
+        assert!(stdout.contains(row), "missing {row:?} in:\n{stdout}");
+    }
+}

@@ -142,7 +142,12 @@ impl Coordinator {
             tracing::warn!("Drain timeout: in-flight work abandoned; it will be redelivered");
             tasks.abort_all();
         }
-        client.flush().await.ok();
+        // Drain, not just flush: unsubscribing tells the server this process no longer waits
+        // for messages, so it does not deliver to a pull request nobody will read (the message
+        // would otherwise sit unacknowledged until its AckWait ran out).
+        if let Err(error) = client.drain().await {
+            tracing::debug!(error = %error, "NATS drain incomplete");
+        }
         tracing::info!("Coordinator stopped");
         Ok(())
     }

@@ -74,7 +74,7 @@ impl NatsServer {
             self.port,
             &log,
             Duration::from_secs(20),
-            process::nats_probe,
+            &process::nats_probe(&self.name()),
         )?;
         self.child = Some(child);
         Ok(())
@@ -83,10 +83,21 @@ impl NatsServer {
     fn config(&self) -> String {
         let store = self.dir.path().join("jetstream");
         format!(
-            "host: 127.0.0.1\nport: {port}\nserver_name: baton-test\njetstream {{\n  store_dir: {store:?}\n}}\n{extra}\n",
+            "host: 127.0.0.1\nport: {port}\nserver_name: {name}\njetstream {{\n  store_dir: {store:?}\n}}\n{extra}\n",
             port = self.port,
+            name = self.name(),
             extra = self.options.extra_config,
         )
+    }
+
+    /// A name unique to this server (its data dir is unique), checked on every connect.
+    fn name(&self) -> String {
+        let dir = self
+            .dir
+            .path()
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned());
+        format!("baton-{}", dir.unwrap_or_default())
     }
 
     fn log_path(&self) -> PathBuf {

@@ -71,7 +71,7 @@ pub(crate) fn wait_ready(
     port: u16,
     log: &Path,
     timeout: Duration,
-    probe: fn(&mut TcpStream) -> bool,
+    probe: &dyn Fn(&mut TcpStream) -> bool,
 ) -> Result<(), Error> {
     let started = Instant::now();
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
@@ -99,17 +99,39 @@ pub(crate) fn wait_ready(
     }
 }
 
-/// NATS greets every client with an `INFO` line.
-pub(crate) fn nats_probe(stream: &mut TcpStream) -> bool {
-    let mut buf = [0u8; 4];
-    stream.read_exact(&mut buf).is_ok() && &buf == b"INFO"
+/// NATS greets every client with an `INFO` line, which names the server. Checking the name
+/// makes sure we reached *our* server: another test's server may have taken the port in the
+/// moment between picking it and binding it.
+pub(crate) fn nats_probe(name: &str) -> impl Fn(&mut TcpStream) -> bool + '_ {
+    move |stream| {
+        let mut line = String::new();
+        let mut reader = std::io::BufReader::new(stream);
+        std::io::BufRead::read_line(&mut reader, &mut line).is_ok()
+            && line.starts_with("INFO")
+            && line.contains(&format!("\"server_name\":\"{name}\""))
+    }
 }
 
 /// Redis answers `PING` with `+PONG` once it is loaded (during AOF loading it says
-/// `-LOADING`).
-pub(crate) fn redis_probe(stream: &mut TcpStream) -> bool {
-    let mut buf = [0u8; 5];
-    stream.write_all(b"PING\r\n").is_ok() && stream.read_exact(&mut buf).is_ok() && &buf == b"+PONG"
+/// `-LOADING`); its `dir` tells our server from another test's on the same port.
+pub(crate) fn redis_probe(dir: &Path) -> impl Fn(&mut TcpStream) -> bool + '_ {
+    move |stream| {
+        let mut buf = [0u8; 5];
+        if stream.write_all(b"PING\r\n").is_err()
+            || stream.read_exact(&mut buf).is_err()
+            || &buf != b"+PONG"
+        {
+            return false;
+        }
+        let mut skip = [0u8; 2];
+        let _ = stream.read_exact(&mut skip);
+        if stream.write_all(b"CONFIG GET dir\r\n").is_err() {
+            return false;
+        }
+        let mut reply = vec![0u8; 4096];
+        let n = stream.read(&mut reply).unwrap_or(0);
+        String::from_utf8_lossy(&reply[..n]).contains(&*dir.to_string_lossy())
+    }
 }
 
 pub(crate) fn signal(name: &'static str, child: &Child, signal: Signal) -> Result<(), Error> {

@@ -73,7 +73,7 @@ impl RedisServer {
             self.port,
             &log,
             Duration::from_secs(20),
-            process::redis_probe,
+            &process::redis_probe(self.dir.path()),
         )?;
         self.child = Some(child);
         Ok(())

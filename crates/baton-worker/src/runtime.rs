@@ -175,7 +175,12 @@ impl<A: Agent> Worker<A> {
             shared.hard_stop.cancel();
             while tasks.join_next().await.is_some() {}
         }
-        client.flush().await.ok();
+        // Drain, not just flush: unsubscribing tells the server this process no longer waits
+        // for messages, so it does not deliver to a pull request nobody will read (the message
+        // would otherwise sit unacknowledged until its AckWait ran out).
+        if let Err(error) = client.drain().await {
+            tracing::debug!(error = %error, "NATS drain incomplete");
+        }
         tracing::info!("Worker stopped");
         Ok(())
     }
