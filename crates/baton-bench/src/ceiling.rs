@@ -19,11 +19,14 @@ const RESULTS: &str = "CEILING_RESULTS";
 /// Records a step; returns the steps to publish next. KEYS[1] = the job hash.
 const SCRIPT: &str = r"
 local step = ARGV[1]
-if redis.call('HSETNX', KEYS[1], step, 1) == 0 then return {} end
+local first = redis.call('HSETNX', KEYS[1], step, 1) == 1
 redis.call('PEXPIRE', KEYS[1], 600000)
 if step == 'a' then return {'b', 'c', 'd'} end
 if step == 'e' then return {'done'} end
-if redis.call('HINCRBY', KEYS[1], 'left', -1) == 0 then return {'e'} end
+-- A redelivered result (its first handling failed to publish) must still lead on.
+local left = tonumber(redis.call('HGET', KEYS[1], 'left'))
+if first then left = redis.call('HINCRBY', KEYS[1], 'left', -1) end
+if left == 0 then return {'e'} end
 return {}
 ";
 
@@ -64,6 +67,11 @@ pub(crate) async fn run(
         done.clone(),
     ));
 
+    // Job keys are per run: a later run must not find an earlier run's steps recorded.
+    let run = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
     let limit = Arc::new(Semaphore::new(window));
     let started = Instant::now();
     let mut handles = Vec::new();
@@ -77,13 +85,15 @@ pub(crate) async fn run(
         let js = js.clone();
         handles.push(tokio::spawn(async move {
             let _: () = redis::cmd("HSET")
-                .arg(format!("ceiling:{{{job}}}"))
+                .arg(format!("ceiling:{{{run}-{job}}}"))
                 .arg("left")
                 .arg(3)
                 .query_async(&mut redis)
                 .await?;
-            publish(&js, "ceiling.tasks", job, "a").await?;
-            tokio::time::timeout(Duration::from_secs(120), receiver).await??;
+            publish(&js, "ceiling.tasks", run, job, "a").await?;
+            tokio::time::timeout(Duration::from_secs(120), receiver)
+                .await
+                .map_err(|_| anyhow::anyhow!("ceiling job {job} did not finish within 120 s"))??;
             drop(permit);
             anyhow::Ok(())
         }));
@@ -103,18 +113,20 @@ pub(crate) async fn run(
 async fn publish(
     js: &jetstream::Context,
     subject: &'static str,
+    run: u128,
     job: u64,
     step: &str,
 ) -> anyhow::Result<()> {
-    let payload = Bytes::from(format!("{job} {step}"));
+    let payload = Bytes::from(format!("{run} {job} {step}"));
     js.publish(subject, payload).await?.await?;
     Ok(())
 }
 
-fn parse(payload: &[u8]) -> Option<(u64, String)> {
-    let text = std::str::from_utf8(payload).ok()?;
-    let (job, step) = text.split_once(' ')?;
-    Some((job.parse().ok()?, step.to_owned()))
+fn parse(payload: &[u8]) -> Option<(u128, u64, String)> {
+    let mut parts = std::str::from_utf8(payload).ok()?.split(' ');
+    let run = parts.next()?.parse().ok()?;
+    let job = parts.next()?.parse().ok()?;
+    Some((run, job, parts.next()?.to_owned()))
 }
 
 async fn pull(
@@ -146,22 +158,26 @@ async fn pull(
 }
 
 async fn worker_loop(js: jetstream::Context, concurrency: usize) -> anyhow::Result<()> {
-    let mut messages = pull(&js, TASKS, "ceiling-worker", "ceiling.tasks").await?;
     let limit = Arc::new(Semaphore::new(concurrency));
-    while let Some(message) = messages.next().await {
-        let message = message.map_err(|e| anyhow::anyhow!("{e}"))?;
-        let permit = limit.clone().acquire_owned().await?;
-        let js = js.clone();
-        tokio::spawn(async move {
-            if let Ok(ack) = js.publish("ceiling.results", message.payload.clone()).await
-                && ack.await.is_ok()
-            {
-                let _ = message.ack().await;
-            }
-            drop(permit);
-        });
+    // Re-open the pull stream if it ends, as Baton's runtime does.
+    loop {
+        let mut messages = pull(&js, TASKS, "ceiling-worker", "ceiling.tasks").await?;
+        while let Some(message) = messages.next().await {
+            // A pull stream reports transient trouble (e.g. a missed heartbeat) as an error
+            // item and carries on.
+            let Ok(message) = message else { continue };
+            let permit = limit.clone().acquire_owned().await?;
+            let js = js.clone();
+            tokio::spawn(async move {
+                if let Ok(ack) = js.publish("ceiling.results", message.payload.clone()).await
+                    && ack.await.is_ok()
+                {
+                    let _ = message.ack().await;
+                }
+                drop(permit);
+            });
+        }
     }
-    Ok(())
 }
 
 async fn coordinator_loop(
@@ -170,35 +186,40 @@ async fn coordinator_loop(
     script: redis::Script,
     done: Done,
 ) -> anyhow::Result<()> {
-    let mut messages = pull(&js, RESULTS, "ceiling-coordinator", "ceiling.results").await?;
     let limit = Arc::new(Semaphore::new(512));
     let script = Arc::new(script);
-    while let Some(message) = messages.next().await {
-        let message = message.map_err(|e| anyhow::anyhow!("{e}"))?;
-        let permit = limit.clone().acquire_owned().await?;
-        let (js, mut redis, script, done) =
-            (js.clone(), redis.clone(), script.clone(), done.clone());
-        tokio::spawn(async move {
-            if let Some((job, step)) = parse(&message.payload) {
-                let next: Vec<String> = script
-                    .key(format!("ceiling:{{{job}}}"))
-                    .arg(&step)
-                    .invoke_async(&mut redis)
-                    .await
-                    .unwrap_or_default();
-                for step in next {
-                    if step == "done" {
-                        if let Some(sender) = done.lock().ok().and_then(|mut d| d.remove(&job)) {
-                            let _ = sender.send(());
+    loop {
+        let mut messages = pull(&js, RESULTS, "ceiling-coordinator", "ceiling.results").await?;
+        while let Some(message) = messages.next().await {
+            let Ok(message) = message else { continue };
+            let permit = limit.clone().acquire_owned().await?;
+            let (js, mut redis, script, done) =
+                (js.clone(), redis.clone(), script.clone(), done.clone());
+            tokio::spawn(async move {
+                if let Some((run, job, step)) = parse(&message.payload) {
+                    let next: Vec<String> = script
+                        .key(format!("ceiling:{{{run}-{job}}}"))
+                        .arg(&step)
+                        .invoke_async(&mut redis)
+                        .await
+                        .unwrap_or_default();
+                    for step in next {
+                        if step == "done" {
+                            if let Some(sender) = done.lock().ok().and_then(|mut d| d.remove(&job))
+                            {
+                                let _ = sender.send(());
+                            }
+                        } else if publish(&js, "ceiling.tasks", run, job, &step)
+                            .await
+                            .is_err()
+                        {
+                            return;
                         }
-                    } else if publish(&js, "ceiling.tasks", job, &step).await.is_err() {
-                        return;
                     }
                 }
-            }
-            let _ = message.ack().await;
-            drop(permit);
-        });
+                let _ = message.ack().await;
+                drop(permit);
+            });
+        }
     }
-    Ok(())
 }
