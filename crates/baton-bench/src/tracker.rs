@@ -32,7 +32,17 @@ impl Tracker {
         let shared = waiters.clone();
         tokio::spawn(async move {
             while let Some(message) = events.next().await {
-                let Ok(event) = serde_json::from_slice::<Event>(&message.payload) else {
+                // Only job ends matter here; skip parsing the rest (this process shares the CPU
+                // with the fleet it measures).
+                let payload = &message.payload;
+                let ends = [&b"\"type\":\"job_"[..], b"\"type\":\"step_escalated\""];
+                if !ends
+                    .iter()
+                    .any(|needle| payload.windows(needle.len()).any(|w| w == *needle))
+                {
+                    continue;
+                }
+                let Ok(event) = serde_json::from_slice::<Event>(payload) else {
                     continue;
                 };
                 let ok = match event.kind {

@@ -11,8 +11,8 @@ use baton_protocol::messages::{Failure, FailureClass, SubmitRequest, TaskResult}
 use baton_protocol::{codec, keys, subject};
 use futures::StreamExt;
 use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::api;
 use crate::engine::{Engine, agent_of_subject};
@@ -22,7 +22,7 @@ pub(crate) async fn serve_requests(
     engine: Arc<Engine>,
     subject: &'static str,
     shutdown: CancellationToken,
-    tasks: Arc<tokio::sync::Mutex<JoinSet<()>>>,
+    tasks: TaskTracker,
     limit: Arc<Semaphore>,
 ) -> Result<(), async_nats::SubscribeError> {
     let mut subscription = engine
@@ -39,7 +39,7 @@ pub(crate) async fn serve_requests(
             break;
         };
         let engine = engine.clone();
-        tasks.lock().await.spawn(async move {
+        tasks.spawn(async move {
             let (encoding, reply) = api::handle(&engine, &message).await;
             if let Some(to) = message.reply {
                 let headers = baton_nats::headers_for(encoding);
@@ -61,7 +61,7 @@ pub(crate) async fn consume<F, Fut>(
     engine: Arc<Engine>,
     consumer: jetstream::consumer::PullConsumer,
     shutdown: CancellationToken,
-    tasks: Arc<tokio::sync::Mutex<JoinSet<()>>>,
+    tasks: TaskTracker,
     limit: Arc<Semaphore>,
     handler: F,
 ) where
@@ -101,7 +101,7 @@ pub(crate) async fn consume<F, Fut>(
                 Some(Ok(message)) => {
                     let engine = engine.clone();
                     let work = handler(engine, message);
-                    tasks.lock().await.spawn(async move {
+                    tasks.spawn(async move {
                         work.await;
                         drop(permit);
                     });

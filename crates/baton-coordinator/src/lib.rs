@@ -17,9 +17,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use baton_protocol::subject;
-use tokio::sync::{Mutex, Semaphore};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 pub use options::Options;
 pub use store::Error as StoreError;
@@ -90,7 +91,9 @@ impl Coordinator {
         let limit = Arc::new(Semaphore::new(options.max_in_flight));
         let engine = Arc::new(engine::Engine::new(client.clone(), store, options));
         let stop = CancellationToken::new();
-        let tasks = Arc::new(Mutex::new(JoinSet::new()));
+        // Work in flight. A tracker, not a JoinSet: a JoinSet keeps every finished task until
+        // it is joined, which grew the coordinator by gigabytes over a million steps.
+        let tasks = TaskTracker::new();
         let mut loops = JoinSet::new();
         for subject in [
             subject::SUBMIT,
@@ -135,12 +138,11 @@ impl Coordinator {
         tracing::info!("Coordinator draining");
         stop.cancel();
         while loops.join_next().await.is_some() {}
-        let mut tasks = tasks.lock().await;
-        let drained =
-            tokio::time::timeout(drain, async { while tasks.join_next().await.is_some() {} }).await;
+        tasks.close();
+        let drained = tokio::time::timeout(drain, tasks.wait()).await;
         if drained.is_err() {
+            // Unfinished work is redelivered (its messages were not acked) and fenced.
             tracing::warn!("Drain timeout: in-flight work abandoned; it will be redelivered");
-            tasks.abort_all();
         }
         // Drain, not just flush: unsubscribing tells the server this process no longer waits
         // for messages, so it does not deliver to a pull request nobody will read (the message

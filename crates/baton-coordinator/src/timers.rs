@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use baton_protocol::keys::TimerMember;
 use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::engine::{Engine, now_ms};
 
@@ -18,7 +18,7 @@ const BATCH: usize = 256;
 pub(crate) async fn run(
     engine: Arc<Engine>,
     shutdown: CancellationToken,
-    tasks: Arc<tokio::sync::Mutex<JoinSet<()>>>,
+    tasks: TaskTracker,
     limit: Arc<Semaphore>,
 ) {
     let poll = Duration::from_millis(engine.options.timer_poll_ms);
@@ -38,7 +38,7 @@ pub(crate) async fn run(
                         return;
                     };
                     let engine = engine.clone();
-                    tasks.lock().await.spawn(async move {
+                    tasks.spawn(async move {
                         fire(&engine, &raw, lease_score).await;
                         drop(permit);
                     });
