@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -111,13 +111,8 @@ impl Fleet {
     /// Runs one of the workspace's binaries as a separate process (killed on drop), with
     /// `BATON_NATS_URL` and `BATON_REDIS_URL` pointing at this fleet.
     pub fn spawn_process(&mut self, binary: &str, args: &[&str]) -> usize {
-        let child = Command::new(binary_path(binary))
+        let child = baton_harness::baton_command(&binary_path(binary), &self.nats, &self.redis)
             .args(args)
-            .env("BATON_NATS_URL", self.nats.url())
-            .env("BATON_REDIS_URL", self.redis.url())
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| {
                 panic!("cannot start {binary}: {e} (run `cargo build --workspace --bins` first)")

@@ -175,20 +175,9 @@ async fn a_result_delivered_twice_is_recorded_once() {
 
     // Publish a's result again by hand, with a different output, twice: once with the same
     // message id (the broker drops it) and once with a new one (the coordinator fences it).
-    let js = async_nats::jetstream::new(fleet.client.clone());
     let forged = json!({"job_id": job, "step_id": "a", "attempt": 1, "output": {"forged": true}});
     for msg_id in [subject::result_msg_id(job, "a", 1), "a-new-id".to_owned()] {
-        let mut headers = HeaderMap::new();
-        headers.insert("Nats-Msg-Id", msg_id.as_str());
-        js.publish_with_headers(
-            "baton.results.sim",
-            headers,
-            serde_json::to_vec(&forged).unwrap().into(),
-        )
-        .await
-        .unwrap()
-        .await
-        .unwrap();
+        publish_result(&fleet, &forged, Some(&msg_id)).await;
     }
     let status = fleet.wait_for(job, JobStatus::Succeeded, WAIT).await;
     assert_eq!(
@@ -200,17 +189,7 @@ async fn a_result_delivered_twice_is_recorded_once() {
         json!({"input": {"x": 1}, "needs": {}})
     );
     // After the job ended, the duplicate is fenced again, and nothing changes.
-    let mut headers = HeaderMap::new();
-    headers.insert("Nats-Msg-Id", "after-end");
-    js.publish_with_headers(
-        "baton.results.sim",
-        headers,
-        serde_json::to_vec(&forged).unwrap().into(),
-    )
-    .await
-    .unwrap()
-    .await
-    .unwrap();
+    publish_result(&fleet, &forged, Some("after-end")).await;
     wait_until(|| {
         events
             .of(job)
@@ -234,6 +213,22 @@ async fn a_result_delivered_twice_is_recorded_once() {
         fleet.status(job).await.steps["a"].output,
         status.steps["a"].output
     );
+}
+
+/// Publishes a hand-made result to `baton.results.sim` (with a message id, if given) and
+/// waits until the broker stored it.
+async fn publish_result(fleet: &Fleet, result: &Value, msg_id: Option<&str>) {
+    let js = async_nats::jetstream::new(fleet.client.clone());
+    let mut headers = HeaderMap::new();
+    if let Some(msg_id) = msg_id {
+        headers.insert("Nats-Msg-Id", msg_id);
+    }
+    let payload = serde_json::to_vec(result).unwrap().into();
+    js.publish_with_headers("baton.results.sim", headers, payload)
+        .await
+        .unwrap()
+        .await
+        .unwrap();
 }
 
 async fn wait_until(condition: impl Fn() -> bool) {
@@ -330,16 +325,8 @@ async fn a_late_result_of_an_older_attempt_never_overwrites_a_newer_one() {
     let status = fleet.wait_for(job, JobStatus::Succeeded, WAIT).await;
     assert_eq!(status.steps["only"].attempts, 2);
     // Attempt 1's answer finally arrives (a paused worker waking up).
-    let js = async_nats::jetstream::new(fleet.client.clone());
     let late = json!({"job_id": job, "step_id": "only", "attempt": 1, "output": {"late": true}});
-    js.publish(
-        "baton.results.sim",
-        serde_json::to_vec(&late).unwrap().into(),
-    )
-    .await
-    .unwrap()
-    .await
-    .unwrap();
+    publish_result(&fleet, &late, None).await;
     wait_until(|| {
         events
             .of(job)

@@ -3,7 +3,7 @@
 //! time can be read separately.
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -33,13 +33,8 @@ impl Fleet {
 
     fn spawn(&self, binary: &str, args: &[&str]) -> anyhow::Result<Child> {
         let path = self.bin_dir.join(binary);
-        Command::new(&path)
+        baton_harness::baton_command(&path, &self.nats, &self.redis)
             .args(args)
-            .env("BATON_NATS_URL", self.nats.url())
-            .env("BATON_REDIS_URL", self.redis.url())
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
             .spawn()
             .with_context(|| format!("cannot start {}", path.display()))
     }

@@ -14,3 +14,21 @@ mod redis;
 pub use nats::{NatsOptions, NatsServer};
 pub use process::{Error, Signal, find_binary, free_port};
 pub use redis::{RedisOptions, RedisServer};
+
+/// A command for one of Baton's binaries (a coordinator or a worker) pointed at these servers
+/// through `BATON_NATS_URL` / `BATON_REDIS_URL`, logging only warnings, with no stdin and its
+/// stdout discarded.
+pub fn baton_command(
+    binary: &std::path::Path,
+    nats: &NatsServer,
+    redis: &RedisServer,
+) -> std::process::Command {
+    let mut command = std::process::Command::new(binary);
+    command
+        .env("BATON_NATS_URL", nats.url())
+        .env("BATON_REDIS_URL", redis.url())
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null());
+    command
+}
