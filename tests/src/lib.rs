@@ -285,6 +285,11 @@ impl Fleet {
         nix::sys::signal::kill(pid, signal).unwrap();
     }
 
+    /// Whether one spawned process has exited.
+    pub fn process_exited(&mut self, index: usize) -> bool {
+        self.children[index].try_wait().unwrap().is_some()
+    }
+
     /// Waits for one spawned process to exit.
     pub fn wait_process(&mut self, index: usize) -> std::process::ExitStatus {
         self.children[index].wait().unwrap()

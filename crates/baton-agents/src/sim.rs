@@ -6,7 +6,8 @@
 //! `{"sleep_ms": N, "fail": "error|timeout|invalid", "fail_attempts": K}` sleeps N ms, then
 //! fails the first K attempts of each step the given way (all attempts when K is missing):
 //! `error` returns a retryable error, `timeout` never answers, `invalid` returns an output
-//! that is not the step's input (a string), which breaks any output schema.
+//! that is not the step's input (a string), which breaks any output schema, and `crash`
+//! aborts the whole worker process on every delivery (a poison task).
 
 use std::time::Duration;
 
@@ -32,6 +33,7 @@ pub enum FailMode {
     Error,
     Timeout,
     Invalid,
+    Crash,
 }
 
 impl SimSpec {
@@ -70,6 +72,13 @@ impl Agent for Sim {
             ))),
             Some(FailMode::Timeout) => std::future::pending().await,
             Some(FailMode::Invalid) => Ok(json!("sim: invalid output")),
+            Some(FailMode::Crash) => {
+                eprintln!(
+                    "sim: crashing on attempt {} of step {} as asked",
+                    task.attempt, task.step_id
+                );
+                std::process::abort()
+            }
         }
     }
 }

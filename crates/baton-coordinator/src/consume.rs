@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, AckKind};
-use baton_protocol::messages::{Failure, FailureClass, SubmitRequest, TaskResult};
+use baton_protocol::messages::{
+    Failure, FailureClass, MaxDeliveriesAdvisory, SubmitRequest, Task, TaskResult,
+};
 use baton_protocol::{codec, keys, subject};
 use futures::StreamExt;
 use tokio::sync::Semaphore;
@@ -304,5 +306,76 @@ async fn dead_letter(engine: &Engine, message: &jetstream::Message, to: &str, re
         ack(message).await;
     } else {
         retry_later(message, "dead-letter publish failed").await;
+    }
+}
+
+/// Serves max-deliveries advisories for the tasks stream (queue group shared by replicas):
+/// a task that crashed its worker on every delivery is failed without retry (so its step
+/// escalates and its dead letter is written), then removed from the work queue, where it would
+/// otherwise stay for good.
+pub(crate) async fn serve_poison_advisories(
+    engine: Arc<Engine>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+) -> Result<(), async_nats::SubscribeError> {
+    let mut subscription = engine
+        .client
+        .queue_subscribe(
+            subject::POISON_ADVISORIES,
+            subject::COORDINATOR_QUEUE_GROUP.to_owned(),
+        )
+        .await?;
+    loop {
+        let message = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            message = subscription.next() => message,
+        };
+        let Some(message) = message else { break };
+        let engine = engine.clone();
+        tasks.spawn(async move { on_poison(&engine, &message.payload).await });
+    }
+    let _ = subscription.unsubscribe().await;
+    Ok(())
+}
+
+async fn on_poison(engine: &Engine, payload: &[u8]) {
+    let Ok(advisory) = serde_json::from_slice::<MaxDeliveriesAdvisory>(payload) else {
+        tracing::warn!("Unreadable max-deliveries advisory ignored");
+        return;
+    };
+    let stream = match engine.js.get_stream(subject::stream::TASKS).await {
+        Ok(stream) => stream,
+        Err(error) => return tracing::warn!(error = %error, "Poison task left in place"),
+    };
+    let Ok(stored) = stream.get_raw_message(advisory.stream_seq).await else {
+        // Already gone: answered at the last moment, or handled by another replica.
+        return;
+    };
+    let max = engine.options.limits.max_payload_bytes;
+    let task = baton_nats::encoding_of(Some(&stored.headers))
+        .and_then(|encoding| encoding.decode::<Task>(&stored.payload, max));
+    if let Ok(task) = task
+        && let Ok(Some(plan)) = engine.plan(task.job_id).await
+        && let Some(step) = plan.step(&task.step_id)
+    {
+        let failure = Failure {
+            message: format!(
+                "task was delivered {} times and never answered: its worker crashed on it each time",
+                advisory.deliveries
+            ),
+            class: FailureClass::Poison,
+            retryable: false,
+        };
+        tracing::warn!(job = %task.job_id, step = %task.step_id, attempt = task.attempt, "Poison task");
+        if let Err(error) = engine
+            .record(task.job_id, &plan, step, task.attempt, Err(failure))
+            .await
+        {
+            // Keep the message: the step's timeout timer still ends the attempt.
+            return tracing::warn!(error = %error, "Poison task not recorded; left in place");
+        }
+    }
+    if let Err(error) = stream.delete_message(advisory.stream_seq).await {
+        tracing::debug!(error = %error, "Poison task already removed");
     }
 }

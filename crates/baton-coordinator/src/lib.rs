@@ -125,6 +125,11 @@ impl Coordinator {
             timers::run(e, s, t, l).await;
             Ok(())
         });
+        loops.spawn(consume::serve_poison_advisories(
+            engine.clone(),
+            stop.clone(),
+            tasks.clone(),
+        ));
         client.flush().await.ok();
         tracing::info!("Coordinator ready");
 

@@ -208,6 +208,9 @@ pub enum FailureClass {
     Timeout,
     /// The agent's answer broke the contract (e.g. both or neither of output and error).
     Invalid,
+    /// The task was delivered the consumer's `MaxDeliver` times and never answered: a worker
+    /// crashed on it every time. Not retried: it escalates at once.
+    Poison,
 }
 
 /// A failed attempt, as recorded and reported.
@@ -276,6 +279,15 @@ fn default_true() -> bool {
 /// `#[serde(default)]` a missing field stays `None`.
 fn present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Value>, D::Error> {
     Value::deserialize(deserializer).map(Some)
+}
+
+/// The part of a JetStream max-deliveries advisory Baton reads.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MaxDeliveriesAdvisory {
+    pub stream: String,
+    pub consumer: String,
+    pub stream_seq: u64,
+    pub deliveries: u64,
 }
 
 /// One event on `baton.events.<job_id>`.

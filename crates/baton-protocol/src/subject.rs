@@ -32,6 +32,10 @@ pub const DLQ_ALL: &str = "baton.dlq.>";
 /// Wildcard over all job event subjects.
 pub const EVENTS_ALL: &str = "baton.events.>";
 
+/// JetStream advisories for tasks delivered `MaxDeliver` times without an answer (a worker
+/// crashed on each delivery): one per agent consumer.
+pub const POISON_ADVISORIES: &str = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.BATON_TASKS.*";
+
 /// Tasks for one agent type.
 pub fn tasks(agent: &AgentName) -> String {
     format!("baton.tasks.{agent}")
