@@ -228,16 +228,27 @@ impl Fleet {
         let mut events = self.client.subscribe(subject::events(job)).await.unwrap();
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let status = self.status(job).await;
-            if status.status.is_terminal() || status.status == JobStatus::Escalated {
-                return status;
-            }
+            let request = StatusRequest {
+                job_id: Some(job),
+                idempotency_key: None,
+            };
+            let status = match self.status_of(request).await {
+                Ok(status)
+                    if status.status.is_terminal() || status.status == JobStatus::Escalated =>
+                {
+                    return status;
+                }
+                Ok(status) => format!("{status:?}"),
+                // Redis restarting: the coordinator says so; ask again.
+                Err(code) if code == "unavailable" => code,
+                Err(code) => panic!("status of {job} failed: {code}"),
+            };
             // Events can be missed across reconnects; a periodic status read covers that.
             let next = tokio::time::timeout(Duration::from_millis(500), events.next());
             let _ = next.await;
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "job {job} did not finish in {timeout:?}: {status:?}"
+                "job {job} did not finish in {timeout:?}: {status}"
             );
         }
     }
