@@ -19,14 +19,21 @@ use tokio_util::task::TaskTracker;
 use crate::api;
 use crate::engine::{Engine, agent_of_subject};
 
-/// Serves one request subject (queue group shared by all replicas) until shutdown.
-pub(crate) async fn serve_requests(
+/// Serves one core-NATS subject in the coordinators' queue group (each message goes to one
+/// replica) until shutdown, handing each message to `handler` on its own task, at most
+/// `limit` at once.
+pub(crate) async fn serve<F, Fut>(
     engine: Arc<Engine>,
     subject: &'static str,
     shutdown: CancellationToken,
     tasks: TaskTracker,
     limit: Arc<Semaphore>,
-) -> Result<(), async_nats::SubscribeError> {
+    handler: F,
+) -> Result<(), async_nats::SubscribeError>
+where
+    F: Fn(Arc<Engine>, async_nats::Message) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
     let mut subscription = engine
         .client
         .queue_subscribe(subject, subject::COORDINATOR_QUEUE_GROUP.to_owned())
@@ -40,20 +47,25 @@ pub(crate) async fn serve_requests(
         let Ok(permit) = limit.clone().acquire_owned().await else {
             break;
         };
-        let engine = engine.clone();
+        let work = handler(engine.clone(), message);
         tasks.spawn(async move {
-            let (encoding, reply) = api::handle(&engine, &message).await;
-            if let Some(to) = message.reply {
-                let headers = baton_nats::headers_for(encoding);
-                if let Err(error) = engine.client.publish_with_headers(to, headers, reply).await {
-                    tracing::warn!(error = %error, "Reply not sent");
-                }
-            }
+            work.await;
             drop(permit);
         });
     }
     let _ = subscription.unsubscribe().await;
     Ok(())
+}
+
+/// Answers one request and sends the reply in the request's encoding.
+pub(crate) async fn on_request(engine: Arc<Engine>, message: async_nats::Message) {
+    let (encoding, reply) = api::handle(&engine, &message).await;
+    if let Some(to) = message.reply {
+        let headers = baton_nats::headers_for(encoding);
+        if let Err(error) = engine.client.publish_with_headers(to, headers, reply).await {
+            tracing::warn!(error = %error, "Reply not sent");
+        }
+    }
 }
 
 /// Pulls from a durable consumer with one long-lived stream, handing each message to
@@ -309,33 +321,11 @@ async fn dead_letter(engine: &Engine, message: &jetstream::Message, to: &str, re
     }
 }
 
-/// Serves max-deliveries advisories for the tasks stream (queue group shared by replicas):
-/// a task that crashed its worker on every delivery is failed without retry (so its step
-/// escalates and its dead letter is written), then removed from the work queue, where it would
-/// otherwise stay for good.
-pub(crate) async fn serve_poison_advisories(
-    engine: Arc<Engine>,
-    shutdown: CancellationToken,
-    tasks: TaskTracker,
-) -> Result<(), async_nats::SubscribeError> {
-    let mut subscription = engine
-        .client
-        .queue_subscribe(
-            subject::POISON_ADVISORIES,
-            subject::COORDINATOR_QUEUE_GROUP.to_owned(),
-        )
-        .await?;
-    loop {
-        let message = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            message = subscription.next() => message,
-        };
-        let Some(message) = message else { break };
-        let engine = engine.clone();
-        tasks.spawn(async move { on_poison(&engine, &message.payload).await });
-    }
-    let _ = subscription.unsubscribe().await;
-    Ok(())
+/// Handles a max-deliveries advisory of the tasks stream: a task that crashed its worker on
+/// every delivery is failed without retry (so its step escalates and its dead letter is
+/// written), then removed from the work queue, where it would otherwise stay for good.
+pub(crate) async fn on_poison_advisory(engine: Arc<Engine>, message: async_nats::Message) {
+    on_poison(&engine, &message.payload).await;
 }
 
 async fn on_poison(engine: &Engine, payload: &[u8]) {

@@ -102,12 +102,13 @@ impl Coordinator {
             subject::ESCALATIONS_GET,
             subject::ESCALATIONS_RESOLVE,
         ] {
-            loops.spawn(consume::serve_requests(
+            loops.spawn(consume::serve(
                 engine.clone(),
                 subject,
                 stop.clone(),
                 tasks.clone(),
                 limit.clone(),
+                consume::on_request,
             ));
         }
         let (e, s, t, l) = (engine.clone(), stop.clone(), tasks.clone(), limit.clone());
@@ -125,10 +126,13 @@ impl Coordinator {
             timers::run(e, s, t, l).await;
             Ok(())
         });
-        loops.spawn(consume::serve_poison_advisories(
+        loops.spawn(consume::serve(
             engine.clone(),
+            subject::POISON_ADVISORIES,
             stop.clone(),
             tasks.clone(),
+            limit.clone(),
+            consume::on_poison_advisory,
         ));
         client.flush().await.ok();
         tracing::info!("Coordinator ready");
