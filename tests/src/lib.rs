@@ -210,6 +210,15 @@ impl Fleet {
         .unwrap()
     }
 
+    /// Status by idempotency key; `Err` holds the error code (e.g. `not_found`).
+    pub async fn status_by_key(&self, key: &str) -> Result<StatusReply, String> {
+        let request = StatusRequest {
+            job_id: None,
+            idempotency_key: Some(key.to_owned()),
+        };
+        self.status_of(request).await
+    }
+
     pub async fn status_of(&self, request: StatusRequest) -> Result<StatusReply, String> {
         let reply = self
             .request_raw(

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use baton_protocol::keys;
-use baton_protocol::messages::{JobStatus, StatusRequest};
+use baton_protocol::messages::JobStatus;
 use baton_tests::{Fleet, plan};
 use serde_json::json;
 use uuid::Uuid;
@@ -54,13 +54,7 @@ async fn a_mapping_expires_with_its_job_and_then_frees_the_key() {
     fleet
         .wait_for(second, JobStatus::Succeeded, Duration::from_secs(20))
         .await;
-    let by_key = fleet
-        .status_of(StatusRequest {
-            job_id: None,
-            idempotency_key: Some("k1".into()),
-        })
-        .await
-        .unwrap();
+    let by_key = fleet.status_by_key("k1").await.unwrap();
     assert_eq!(by_key.job_id, second);
 }
 

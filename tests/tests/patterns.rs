@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use baton_protocol::messages::{JobStatus, StatusRequest, StepStatus};
+use baton_protocol::messages::{JobStatus, StepStatus};
 use baton_tests::{Fleet, plan};
 use serde_json::{Value, json};
 
@@ -120,11 +120,7 @@ async fn patterns_complete_by_durable_publish() {
 
 async fn wait_for_key(fleet: &Fleet, key: &str) -> uuid::Uuid {
     for _ in 0..200 {
-        let request = StatusRequest {
-            job_id: None,
-            idempotency_key: Some(key.to_owned()),
-        };
-        if let Ok(status) = fleet.status_of(request).await {
+        if let Ok(status) = fleet.status_by_key(key).await {
             return status.job_id;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -163,13 +159,7 @@ async fn job_published_while_coordinators_are_down_runs_when_one_starts() {
     let status = fleet.wait_for(job, JobStatus::Succeeded, WAIT).await;
     check_diamond(status.output.as_ref().unwrap(), &json!({"queued": true}));
     // The idempotency key finds the same job.
-    let by_key = fleet
-        .status_of(StatusRequest {
-            job_id: None,
-            idempotency_key: Some("while-down".into()),
-        })
-        .await
-        .unwrap();
+    let by_key = fleet.status_by_key("while-down").await.unwrap();
     assert_eq!(by_key.job_id, job);
     assert_eq!(by_key.status, JobStatus::Succeeded);
 }
@@ -187,12 +177,6 @@ async fn repeated_submit_with_an_idempotency_key_returns_the_same_job() {
     // A durable publish with the same key does not start a second job either.
     fleet.enqueue(diamond(), json!(1), "same").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let by_key = fleet
-        .status_of(StatusRequest {
-            job_id: None,
-            idempotency_key: Some("same".into()),
-        })
-        .await
-        .unwrap();
+    let by_key = fleet.status_by_key("same").await.unwrap();
     assert_eq!(by_key.job_id, job);
 }
