@@ -103,12 +103,12 @@ pub(crate) async fn consume<F, Fut>(
         };
         loop {
             let permit = tokio::select! {
-                _ = shutdown.cancelled() => return,
+                _ = shutdown.cancelled() => break,
                 permit = limit.clone().acquire_owned() => permit,
             };
-            let Ok(permit) = permit else { return };
+            let Ok(permit) = permit else { break };
             let message = tokio::select! {
-                _ = shutdown.cancelled() => return,
+                _ = shutdown.cancelled() => break,
                 message = messages.next() => message,
             };
             match message {
@@ -126,6 +126,7 @@ pub(crate) async fn consume<F, Fut>(
                 None => break,
             }
         }
+        baton_nats::hand_back(messages).await;
     }
 }
 

@@ -147,15 +147,19 @@ impl Coordinator {
         tracing::info!("Coordinator draining");
         stop.cancel();
         while loops.join_next().await.is_some() {}
+        // The loops dropped their pull streams and subscriptions, which queues unsubscribes.
+        // A round trip to the server returns once it has processed them, so from here on nothing is
+        // handed to this replica: a durable message would otherwise sit unacknowledged until
+        // its AckWait ran out, and a request would go unanswered.
+        if !baton_nats::round_trip(&client, Duration::from_secs(2)).await {
+            tracing::debug!("NATS server did not confirm the unsubscribes");
+        }
         tasks.close();
         let drained = tokio::time::timeout(drain, tasks.wait()).await;
         if drained.is_err() {
             // Unfinished work is redelivered (its messages were not acked) and fenced.
             tracing::warn!("Drain timeout: in-flight work abandoned; it will be redelivered");
         }
-        // Drain, not just flush: unsubscribing tells the server this process no longer waits
-        // for messages, so it does not deliver to a pull request nobody will read (the message
-        // would otherwise sit unacknowledged until its AckWait ran out).
         if let Err(error) = client.drain().await {
             tracing::debug!(error = %error, "NATS drain incomplete");
         }

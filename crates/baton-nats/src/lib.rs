@@ -200,6 +200,40 @@ async fn durable(
         .map_err(|error| consumer_error(error.to_string()))
 }
 
+/// Hands back every message a pull stream has already received but nobody has taken, for
+/// immediate redelivery to another replica, then drops the stream. Called on shutdown: left
+/// alone, those messages would sit unacknowledged until their AckWait ran out.
+///
+/// Follow with [`round_trip`]: it returns once the server has processed the dropped stream's
+/// unsubscribe, after which nothing more is delivered to this process.
+pub async fn hand_back(mut messages: consumer::pull::Stream) {
+    use futures::{FutureExt, StreamExt};
+    while let Some(Some(Ok(message))) = messages.next().now_or_never() {
+        if let Err(error) = message.ack_with(jetstream::AckKind::Nak(None)).await {
+            tracing::debug!(error = %error, "Could not hand a message back");
+        }
+    }
+}
+
+/// Waits, up to `timeout`, until the server has processed everything this client sent so far;
+/// false if it did not answer in time. `Client::flush` only waits until the bytes have left the
+/// socket; this is a real round trip: a message to our own inbox comes back only after the
+/// server has parsed everything sent before it (e.g. the unsubscribe of a dropped stream).
+pub async fn round_trip(client: &async_nats::Client, timeout: Duration) -> bool {
+    use futures::StreamExt;
+    let inbox = client.new_inbox();
+    let Ok(mut echo) = client.subscribe(inbox.clone()).await else {
+        return false;
+    };
+    if client.publish(inbox, Default::default()).await.is_err() {
+        return false;
+    }
+    matches!(
+        tokio::time::timeout(timeout, echo.next()).await,
+        Ok(Some(_))
+    )
+}
+
 /// The encoding a message declares in its `Content-Type` header.
 pub fn encoding_of(headers: Option<&HeaderMap>) -> Result<Encoding, baton_protocol::codec::Error> {
     let content_type = headers

@@ -139,12 +139,12 @@ impl<A: Agent> Worker<A> {
             loop {
                 // Take a slot first, so no more tasks are pulled than can run.
                 let permit = tokio::select! {
-                    () = &mut shutdown => break 'outer,
+                    () = &mut shutdown => break,
                     permit = limit.clone().acquire_owned() => permit,
                 };
-                let Ok(permit) = permit else { break 'outer };
+                let Ok(permit) = permit else { break };
                 let message = tokio::select! {
-                    () = &mut shutdown => break 'outer,
+                    () = &mut shutdown => break,
                     message = messages.next() => message,
                 };
                 match message {
@@ -161,6 +161,14 @@ impl<A: Agent> Worker<A> {
                 // Reap finished tasks so the set does not grow without bound.
                 while tasks.try_join_next().is_some() {}
             }
+            baton_nats::hand_back(messages).await;
+            break;
+        }
+        // The pull stream is dropped, which queues its unsubscribe. A round trip returns once
+        // the server has processed it, so from here on no task is handed to this process (it
+        // would sit unacknowledged until its AckWait ran out).
+        if !baton_nats::round_trip(&client, Duration::from_secs(2)).await {
+            tracing::debug!("NATS server did not confirm the unsubscribes");
         }
         tracing::info!(in_flight = tasks.len(), "Worker draining");
         let drained = tokio::time::timeout(self.options.drain_timeout, async {
@@ -175,9 +183,6 @@ impl<A: Agent> Worker<A> {
             shared.hard_stop.cancel();
             while tasks.join_next().await.is_some() {}
         }
-        // Drain, not just flush: unsubscribing tells the server this process no longer waits
-        // for messages, so it does not deliver to a pull request nobody will read (the message
-        // would otherwise sit unacknowledged until its AckWait ran out).
         if let Err(error) = client.drain().await {
             tracing::debug!(error = %error, "NATS drain incomplete");
         }
