@@ -121,12 +121,18 @@ async fn a_step_that_always_fails_is_dead_lettered_and_escalated() {
     let job = fleet.submit(one_step(retry, 5000), input.clone()).await;
     let status = fleet.wait_for(job, JobStatus::Escalated, WAIT).await;
     assert_eq!(status.steps["only"].attempts, 3);
-    // The last task is in the dead-letter stream, with its input and error.
+    // The last task is in the dead-letter stream, with its input and error. It is published
+    // just after the transition that status reports, so it may land a moment later.
     let dlq = js.get_stream(subject::stream::DLQ).await.unwrap();
-    let message = dlq
-        .get_last_raw_message_by_subject("baton.dlq.sim")
-        .await
-        .unwrap();
+    let mut found = None;
+    for _ in 0..100 {
+        if let Ok(message) = dlq.get_last_raw_message_by_subject("baton.dlq.sim").await {
+            found = Some(message);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let message = found.expect("no dead letter on baton.dlq.sim");
     let letter: Value = serde_json::from_slice(&message.payload).unwrap();
     assert_eq!(letter["job_id"], json!(job));
     assert_eq!(letter["attempt"], json!(3));

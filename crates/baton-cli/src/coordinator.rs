@@ -16,6 +16,10 @@ pub struct CoordinatorArgs {
         default_value = "redis://127.0.0.1:6379"
     )]
     pub redis_url: String,
+    /// Milliseconds a running attempt runs before the reconciler checks its task in the
+    /// broker (and the interval of further checks).
+    #[arg(long, env = "BATON_RECONCILE_AFTER_MS")]
+    pub reconcile_after_ms: Option<u64>,
     /// A YAML or JSON file with coordinator options (see ARCHITECTURE.md); flags and
     /// `BATON_*` variables override it.
     #[arg(long, env = "BATON_CONFIG")]
@@ -45,6 +49,9 @@ pub(crate) fn options(nats_url: &str, args: &CoordinatorArgs) -> anyhow::Result<
     }
     if let Some(value) = args.retention_secs {
         options.retention_secs = value;
+    }
+    if let Some(value) = args.reconcile_after_ms {
+        options.reconcile_after_ms = value;
     }
     options.validate().map_err(ConfigError)?;
     Ok(options)
@@ -76,6 +83,7 @@ mod tests {
             ),
             max_in_flight: None,
             retention_secs: None,
+            reconcile_after_ms: None,
         };
         let options = options("nats://127.0.0.1:4222", &args).unwrap();
         assert_eq!(options, Options::default());
@@ -91,6 +99,7 @@ mod tests {
             config: Some(path),
             max_in_flight: None,
             retention_secs: None,
+            reconcile_after_ms: None,
         };
         let error = options("nats://x", &args).unwrap_err();
         assert!(error.downcast_ref::<ConfigError>().is_some());

@@ -45,6 +45,33 @@ pub enum Command {
     /// Measure step overhead, throughput against the bare ceiling, CPU and memory, on
     /// servers and processes it starts itself (build with --release first).
     Bench(BenchArgs),
+    /// Run numbered jobs through coordinators and workers started as separate processes
+    /// while injecting faults; print submitted, lost, duplicated and redelivered work. Exits
+    /// 1 when anything was lost, duplicated or wrong.
+    Chaos(ChaosArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ChaosArgs {
+    /// Fault schedules to run, one after another (default: all): worker-churn, zombie,
+    /// coordinator-kill, workers-down, nats-restart, redis-restart.
+    #[arg(long, value_delimiter = ',')]
+    pub fault: Vec<baton_chaos::Fault>,
+    /// The short variant (seconds per fault), as the test suite runs it.
+    #[arg(long)]
+    pub short: bool,
+    /// Numbered jobs per fault.
+    #[arg(long)]
+    pub jobs: Option<u64>,
+    /// Seconds the fault schedule runs.
+    #[arg(long)]
+    pub duration_secs: Option<u64>,
+    /// Coordinator processes.
+    #[arg(long)]
+    pub coordinators: Option<usize>,
+    /// Worker processes.
+    #[arg(long)]
+    pub workers: Option<usize>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -67,11 +94,7 @@ pub struct BenchArgs {
 }
 
 async fn bench(args: BenchArgs) -> anyhow::Result<i32> {
-    let exe = std::env::current_exe()?;
-    let bin_dir = exe
-        .parent()
-        .map(std::path::Path::to_path_buf)
-        .unwrap_or_default();
+    let bin_dir = bin_dir()?;
     let mut options = if args.quick {
         baton_bench::BenchOptions::quick(bin_dir)
     } else {
@@ -91,6 +114,49 @@ async fn bench(args: BenchArgs) -> anyhow::Result<i32> {
     }
     baton_bench::run(options).await?;
     Ok(0)
+}
+
+async fn chaos(args: ChaosArgs) -> anyhow::Result<i32> {
+    let bin_dir = bin_dir()?;
+    let faults = if args.fault.is_empty() {
+        baton_chaos::Fault::ALL.to_vec()
+    } else {
+        args.fault.clone()
+    };
+    println!("{}", baton_chaos::Report::header());
+    let mut passed = true;
+    for fault in faults {
+        let mut options = if args.short {
+            baton_chaos::ChaosOptions::short(fault, bin_dir.clone())
+        } else {
+            baton_chaos::ChaosOptions::long(fault, bin_dir.clone())
+        };
+        if let Some(jobs) = args.jobs {
+            options.jobs = jobs.max(1);
+        }
+        if let Some(secs) = args.duration_secs {
+            options.duration = std::time::Duration::from_secs(secs.max(1));
+        }
+        if let Some(coordinators) = args.coordinators {
+            options.coordinators = coordinators.max(1);
+        }
+        if let Some(workers) = args.workers {
+            options.workers = workers.max(1);
+        }
+        let report = baton_chaos::run(options).await?;
+        println!("{report}");
+        passed &= report.passed();
+    }
+    Ok(if passed { 0 } else { 1 })
+}
+
+/// The directory of this executable, where the other binaries of a build are.
+fn bin_dir() -> anyhow::Result<std::path::PathBuf> {
+    let exe = std::env::current_exe()?;
+    Ok(exe
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_default())
 }
 
 /// Parses the command line, runs the command and returns the process exit code.
@@ -121,6 +187,7 @@ pub fn main() -> i32 {
             Command::Status(args) => jobs::status(&cli.nats_url, args).await,
             Command::Escalations(command) => escalations::run(&cli.nats_url, command).await,
             Command::Bench(args) => bench(args).await,
+            Command::Chaos(args) => chaos(args).await,
         }
     });
     match result {

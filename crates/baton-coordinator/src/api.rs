@@ -41,6 +41,8 @@ impl std::fmt::Display for ApiError {
     }
 }
 
+impl std::error::Error for ApiError {}
+
 impl From<plan::Error> for ApiError {
     fn from(error: plan::Error) -> Self {
         Self::new(error.code(), error.to_string())
@@ -419,9 +421,14 @@ async fn resolve(
                     },
                 )
                 .await;
-            engine.note_timers(plan.dependents(step_id).map(|d| now + d.timeout_ms));
+            engine.note_timers(
+                plan.dependents(step_id)
+                    .map(|d| engine.store.first_check(d, now)),
+            );
         }
-        ResolveAction::Retry => engine.note_timers(std::iter::once(now + step.timeout_ms)),
+        ResolveAction::Retry => {
+            engine.note_timers(std::iter::once(engine.store.first_check(step, now)))
+        }
         ResolveAction::Fail => {}
     }
     let job_status = JobStatus::parse(&transition.status).unwrap_or(JobStatus::Running);

@@ -120,7 +120,7 @@ impl Engine {
             },
         )
         .await;
-        self.note_timers(plan.roots().map(|s| now + s.timeout_ms));
+        self.note_timers(plan.roots().map(|s| self.store.first_check(s, now)));
         self.apply(job, &plan, transition).await;
         Ok((job, false))
     }
@@ -201,7 +201,7 @@ impl Engine {
                 .await;
                 self.note_timers(
                     plan.dependents(step.id.as_str())
-                        .map(|d| now + d.timeout_ms),
+                        .map(|d| self.store.first_check(d, now)),
                 );
             }
             "retry" | "escalated" => {
@@ -276,37 +276,14 @@ impl Engine {
     }
 
     /// Publishes one attempt's task. An attempt whose task cannot be built or is too large
-    /// fails without retry; one whose publish fails is left to its timeout timer.
+    /// fails without retry; one whose publish fails is left to the reconciler.
     async fn dispatch(&self, job: Uuid, plan: &Plan, job_input: &str, item: &store::Dispatch) {
         let Some(step) = plan.step(&item.step) else {
             return;
         };
-        let agent = step.agent();
-        let built = step_input(step, job_input, item).and_then(|input| {
-            let deadline_ms = now_ms() + step.timeout_ms;
-            let task = Task {
-                job_id: job,
-                step_id: item.step.clone(),
-                attempt: item.attempt,
-                agent: agent.to_string(),
-                input,
-                deadline_ms,
-            };
-            serde_json::to_vec(&task).map_err(|e| e.to_string())
-        });
-        let payload = match built {
-            Ok(payload) if payload.len() <= self.options.limits.max_payload_bytes => payload,
-            Ok(payload) => {
-                let message = format!(
-                    "the task for attempt {} is {} bytes; the payload limit is {}",
-                    item.attempt,
-                    payload.len(),
-                    self.options.limits.max_payload_bytes
-                );
-                self.fail_unpublishable(job, plan, step, item.attempt, message)
-                    .await;
-                return;
-            }
+        let deadline_ms = now_ms() + step.timeout_ms;
+        let payload = match self.build_task(job, step, job_input, item, deadline_ms) {
+            Ok(payload) => payload,
             Err(message) => {
                 self.fail_unpublishable(job, plan, step, item.attempt, message)
                     .await;
@@ -314,34 +291,13 @@ impl Engine {
             }
         };
         let msg_id = subject::task_msg_id(job, &step.id, item.attempt);
-        let subject = subject::tasks(agent);
-        let payload = Bytes::from(payload);
-        let publish = || async {
-            let ack = self
-                .js
-                .send_publish(
-                    subject.clone(),
-                    PublishMessage::build()
-                        .payload(payload.clone())
-                        .message_id(msg_id.as_str()),
-                )
-                .await?;
-            ack.await.map_err(async_nats::Error::from)
-        };
-        let result = publish
-            .retry(
-                ExponentialBuilder::default()
-                    .with_min_delay(Duration::from_millis(50))
-                    .with_max_times(4),
-            )
-            .await;
-        match result {
+        match self.publish_task(step.agent(), payload, &msg_id).await {
             Ok(_) => {
                 self.event(
                     job,
                     EventKind::StepDispatched {
                         step_id: step.id.to_string(),
-                        agent: agent.to_string(),
+                        agent: step.agent().to_string(),
                         attempt: item.attempt,
                     },
                 )
@@ -349,9 +305,70 @@ impl Engine {
             }
             Err(error) => tracing::warn!(
                 job = %job, step = %step.id, attempt = item.attempt, error = %error,
-                "Task publish failed; the attempt's timeout will retry it"
+                "Task publish failed; the reconciler will publish it again"
             ),
         }
+    }
+
+    /// The task message of one attempt, within the payload limit.
+    pub(crate) fn build_task(
+        &self,
+        job: Uuid,
+        step: &Step,
+        job_input: &str,
+        item: &store::Dispatch,
+        deadline_ms: u64,
+    ) -> Result<Bytes, String> {
+        let input = step_input(step, job_input, item)?;
+        let task = Task {
+            job_id: job,
+            step_id: item.step.clone(),
+            attempt: item.attempt,
+            agent: step.agent().to_string(),
+            input,
+            deadline_ms,
+        };
+        let payload = serde_json::to_vec(&task).map_err(|e| e.to_string())?;
+        let limit = self.options.limits.max_payload_bytes;
+        if payload.len() > limit {
+            return Err(format!(
+                "the task for attempt {} is {} bytes; the payload limit is {limit}",
+                item.attempt,
+                payload.len(),
+            ));
+        }
+        Ok(Bytes::from(payload))
+    }
+
+    /// Publishes a task and waits for the broker to store it, retrying briefly. Within the
+    /// stream's duplicate window, a second publish with the same `msg_id` stores nothing and
+    /// is acknowledged with the first copy's sequence.
+    pub(crate) async fn publish_task(
+        &self,
+        agent: &AgentName,
+        payload: Bytes,
+        msg_id: &str,
+    ) -> Result<jetstream::publish::PublishAck, async_nats::Error> {
+        let subject = subject::tasks(agent);
+        let publish = || async {
+            let ack = self
+                .js
+                .send_publish(
+                    subject.clone(),
+                    PublishMessage::build()
+                        .payload(payload.clone())
+                        .message_id(msg_id),
+                )
+                .await?;
+            ack.await.map_err(async_nats::Error::from)
+        };
+        publish
+            .retry(
+                ExponentialBuilder::default()
+                    .with_min_delay(Duration::from_millis(50))
+                    .with_max_times(4),
+            )
+            .await
     }
 
     async fn fail_unpublishable(
@@ -443,6 +460,19 @@ impl Engine {
         job: Uuid,
         step: &Step,
     ) -> Result<serde_json::Value, ApiError> {
+        let (job_input, item) = self.dispatch_item(job, step, 0).await?;
+        let raw = step_input(step, &job_input, &item).map_err(|e| ApiError::new("internal", e))?;
+        serde_json::from_str(raw.get()).map_err(|e| ApiError::new("internal", e.to_string()))
+    }
+
+    /// What publishing `attempt` of `step` again needs, read from the job: the job input and
+    /// the step's input override and needs' outputs.
+    pub(crate) async fn dispatch_item(
+        &self,
+        job: Uuid,
+        step: &Step,
+        attempt: u32,
+    ) -> Result<(String, store::Dispatch), ApiError> {
         let mut fields = vec![
             keys::field::INPUT.to_owned(),
             keys::field::step_input(step.id.as_str()),
@@ -455,15 +485,14 @@ impl Engine {
         let values = self.store.job_fields(job, &fields).await?;
         let mut values = values.into_iter();
         let job_input = values.next().flatten().unwrap_or_else(|| "null".into());
-        let override_input = values.next().flatten();
+        let input_override = values.next().flatten();
         let item = store::Dispatch {
             step: step.id.to_string(),
-            attempt: 0,
-            input_override: override_input,
+            attempt,
+            input_override,
             needs: values.map(|v| v.unwrap_or_else(|| "null".into())).collect(),
         };
-        let raw = step_input(step, &job_input, &item).map_err(|e| ApiError::new("internal", e))?;
-        serde_json::from_str(raw.get()).map_err(|e| ApiError::new("internal", e.to_string()))
+        Ok((job_input, item))
     }
 
     /// Publishes an event on `baton.events.<job>` (core NATS: live observers, no storage).
@@ -512,6 +541,9 @@ impl Engine {
         };
         let transition = match member.kind {
             TimerKind::Timeout => {
+                if let Some(next) = self.reconcile(member, step).await? {
+                    return Ok(Some(next));
+                }
                 let failure = Failure {
                     message: format!(
                         "attempt {} did not answer within {} ms",
@@ -530,7 +562,7 @@ impl Engine {
                     .fire_retry(member.job, step, member.attempt, now)
                     .await?;
                 if transition.outcome == "dispatched" {
-                    self.note_timers(std::iter::once(now + step.timeout_ms));
+                    self.note_timers(std::iter::once(self.store.first_check(step, now)));
                 }
                 self.apply(member.job, &plan, transition.clone()).await;
                 transition

@@ -9,6 +9,7 @@ mod api;
 mod consume;
 mod engine;
 mod options;
+mod reconcile;
 mod store;
 mod timers;
 
@@ -60,6 +61,7 @@ impl Coordinator {
         let ttl = store::Ttl {
             running: options.running_ttl(),
             retention: options.retention(),
+            reconcile_after: Duration::from_millis(options.reconcile_after_ms),
         };
         let store = store::Store::connect(&options.redis_url, ttl)
             .await

@@ -28,6 +28,11 @@ pub struct Options {
     pub timer_poll_ms: u64,
     /// How long a claimed timer is reserved for the replica that claimed it.
     pub timer_lease_ms: u64,
+    /// How long an attempt runs before the reconciler checks that its task is still in the
+    /// broker, and the interval of further checks. A task that was never stored is published
+    /// again at the first check; one that left the broker without a result (acknowledged by
+    /// a worker that lost it) on the second check that finds it gone.
+    pub reconcile_after_ms: u64,
     /// How long shutdown waits for in-flight work.
     pub drain_timeout_secs: u64,
 }
@@ -46,6 +51,7 @@ impl Default for Options {
             max_in_flight: 256,
             timer_poll_ms: 250,
             timer_lease_ms: 10_000,
+            reconcile_after_ms: 15_000,
             drain_timeout_secs: 10,
         }
     }
@@ -87,6 +93,9 @@ impl Options {
         }
         if self.timer_poll_ms == 0 || self.timer_lease_ms < 1000 {
             return Err("timer_poll_ms must be positive and timer_lease_ms at least 1000".into());
+        }
+        if self.reconcile_after_ms < 100 {
+            return Err("reconcile_after_ms must be at least 100".into());
         }
         if self.limits.max_payload_bytes < 1024 {
             return Err("limits.max_payload_bytes must be at least 1024".into());

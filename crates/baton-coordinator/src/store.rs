@@ -20,13 +20,16 @@ pub enum Error {
     Reply(String),
 }
 
-/// TTLs applied on every transition.
+/// TTLs applied on every transition, and when a running attempt is first looked at.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Ttl {
     /// While a job runs (refreshed on each transition).
     pub(crate) running: Duration,
     /// After a job ended.
     pub(crate) retention: Duration,
+    /// How long an attempt runs before the reconciler checks on its task (and again at this
+    /// interval until the attempt ends or times out).
+    pub(crate) reconcile_after: Duration,
 }
 
 /// The reply of a job script.
@@ -88,6 +91,7 @@ struct Scripts {
     record: Script,
     retry: Script,
     resolve: Script,
+    reconcile: Script,
     claim: Script,
     settle: Script,
 }
@@ -117,6 +121,7 @@ impl Store {
             record: job_script(include_str!("lua/record.lua")),
             retry: job_script(include_str!("lua/retry.lua")),
             resolve: job_script(include_str!("lua/resolve.lua")),
+            reconcile: job_script(include_str!("lua/reconcile.lua")),
             claim: Script::new(include_str!("lua/timers_claim.lua")),
             settle: Script::new(include_str!("lua/timers_settle.lua")),
         };
@@ -197,7 +202,7 @@ impl Store {
             .map(|step| {
                 (
                     timer(job, step, 1, keys::TimerKind::Timeout),
-                    now + step.timeout_ms,
+                    self.first_check(step, now),
                 )
             })
             .collect();
@@ -235,7 +240,7 @@ impl Store {
             for dep in plan.dependents(step.id.as_str()) {
                 timers.push((
                     timer(job, dep, 1, keys::TimerKind::Timeout),
-                    now + dep.timeout_ms,
+                    self.first_check(dep, now),
                 ));
             }
         } else {
@@ -277,7 +282,7 @@ impl Store {
         push_list(&mut args, step.needs.iter().map(|n| n.to_string()));
         let timers = [(
             timer(job, step, attempt, keys::TimerKind::Timeout),
-            now + step.timeout_ms,
+            self.first_check(step, now),
         )];
         self.transition(&self.scripts.retry, job, now, args, &timers, None)
             .await
@@ -312,18 +317,55 @@ impl Store {
                 .map(|dep| {
                     (
                         timer(job, dep, 1, keys::TimerKind::Timeout),
-                        now + dep.timeout_ms,
+                        self.first_check(dep, now),
                     )
                 })
                 .collect(),
             "retry" => vec![(
                 timer(job, step, next_attempt, keys::TimerKind::Timeout),
-                now + step.timeout_ms,
+                self.first_check(step, now),
             )],
             _ => Vec::new(),
         };
         self.transition(&self.scripts.resolve, job, now, args, &timers, None)
             .await
+    }
+
+    /// When the timer of an attempt starting at `now` first fires: at its deadline, or
+    /// earlier for the reconciler's first look at its task.
+    pub(crate) fn first_check(&self, step: &Step, now: u64) -> u64 {
+        now + step
+            .timeout_ms
+            .min(self.ttl.reconcile_after.as_millis() as u64)
+    }
+
+    /// Interval between the reconciler's looks at a running attempt.
+    pub(crate) fn reconcile_after(&self) -> Duration {
+        self.ttl.reconcile_after
+    }
+
+    /// Stores the reconciler's note on `attempt` of `step`, if it is still running; returns
+    /// whether it was stored.
+    pub(crate) async fn note_reconcile(
+        &self,
+        job: Uuid,
+        step: &str,
+        attempt: u32,
+        note: &str,
+    ) -> Result<bool, Error> {
+        let stored: i64 = self
+            .scripts
+            .reconcile
+            .key(keys::job(job))
+            .arg(0)
+            .arg(0)
+            .arg(0)
+            .arg(step)
+            .arg(attempt)
+            .arg(note)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(stored == 1)
     }
 
     /// Claims up to `batch` due timers for `lease`; returns them with their lease score and

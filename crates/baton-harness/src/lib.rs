@@ -12,7 +12,7 @@ mod process;
 mod redis;
 
 pub use nats::{NatsOptions, NatsServer};
-pub use process::{Error, Signal, find_binary, free_port};
+pub use process::{Error, Signal, find_binary, free_port, signal};
 pub use redis::{RedisOptions, RedisServer};
 
 /// A command for one of Baton's binaries (a coordinator or a worker) pointed at these servers

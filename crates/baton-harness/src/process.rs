@@ -134,7 +134,8 @@ pub(crate) fn redis_probe(dir: &Path) -> impl Fn(&mut TcpStream) -> bool + '_ {
     }
 }
 
-pub(crate) fn signal(name: &'static str, child: &Child, signal: Signal) -> Result<(), Error> {
+/// Sends `signal` to a child process (`name` labels the error).
+pub fn signal(name: &'static str, child: &Child, signal: Signal) -> Result<(), Error> {
     let pid = i32::try_from(child.id()).map_err(|_| Error::Signal {
         name,
         source: nix::Error::ESRCH,

@@ -68,6 +68,10 @@ pub async fn connect(options: &NatsOptions) -> Result<async_nats::Client, Error>
         })
 }
 
+/// How long the work-queue streams remember a `Nats-Msg-Id`: publishing the same id again
+/// within it stores nothing and returns the first copy's sequence.
+pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+
 /// Stream configurations, the one place they are defined.
 ///
 /// Message size is left to the server's `max_payload`: every process must declare identical
@@ -78,7 +82,7 @@ pub fn stream_configs() -> Vec<stream::Config> {
         subjects: vec![subjects.to_owned()],
         retention: stream::RetentionPolicy::WorkQueue,
         storage: stream::StorageType::File,
-        duplicate_window: Duration::from_secs(120),
+        duplicate_window: DUPLICATE_WINDOW,
         ..Default::default()
     };
     vec![
@@ -91,7 +95,7 @@ pub fn stream_configs() -> Vec<stream::Config> {
             retention: stream::RetentionPolicy::Limits,
             storage: stream::StorageType::File,
             max_age: Duration::from_secs(14 * 24 * 3600),
-            duplicate_window: Duration::from_secs(120),
+            duplicate_window: DUPLICATE_WINDOW,
             ..Default::default()
         },
     ]

@@ -75,6 +75,14 @@ pub mod field {
     pub fn step_input(step: &str) -> String {
         format!("i.{step}")
     }
+    /// Deadline of the running attempt (unix ms).
+    pub fn step_deadline(step: &str) -> String {
+        format!("d.{step}")
+    }
+    /// The reconciler's note on the running attempt: where its task sits in the broker.
+    pub fn step_reconcile(step: &str) -> String {
+        format!("q.{step}")
+    }
 }
 
 /// What a timer does when it fires.

@@ -342,6 +342,13 @@ pub enum EventKind {
         attempt: u32,
         reason: String,
     },
+    /// The reconciler published an attempt's task again: it was not in the broker, or it
+    /// left the broker without a result (e.g. acknowledged by a worker that had lost it).
+    StepRedispatched {
+        step_id: String,
+        attempt: u32,
+        reason: String,
+    },
     JobSucceeded,
     JobFailed {
         error: String,

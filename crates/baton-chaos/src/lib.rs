@@ -1,0 +1,628 @@
+//! `baton chaos`: the proof that a crash never loses or doubles work, as a command anyone can
+//! rerun.
+//!
+//! A run starts its own nats-server (file storage) and redis-server (AOF, `appendfsync
+//! always`), N coordinators and M sim workers as separate processes, and submits numbered
+//! jobs (a diamond of four steps) by durable publish while one fault schedule runs. Then it
+//! heals every process, waits for the work to drain, and checks each job the way Jepsen's
+//! checkers do: every accepted number must have exactly one job, which succeeded with the
+//! output its input determines, or is escalated to a human. It prints one table; a run with
+//! anything lost, duplicated or wrong fails.
+
+mod fleet;
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use async_nats::jetstream;
+use baton_protocol::messages::{Event, EventKind, JobStatus, Reply, StatusReply, StatusRequest};
+use baton_protocol::subject;
+use futures::StreamExt;
+use redis::AsyncCommands;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::fleet::{AGENT, Fleet};
+
+/// One fault schedule, injected while jobs are submitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// SIGKILL a worker every few hundred milliseconds, and start a new one.
+    WorkerChurn,
+    /// SIGSTOP a worker for 3×AckWait, then SIGCONT it; repeated.
+    Zombie,
+    /// SIGKILL one of the coordinators (taking turns), and start it again.
+    CoordinatorKill,
+    /// Every worker down for 2×AckWait, then all back.
+    WorkersDown,
+    /// SIGKILL nats-server and restart it on the same port and store.
+    NatsRestart,
+    /// SIGKILL redis-server and restart it from its append-only file.
+    RedisRestart,
+}
+
+impl Fault {
+    pub const ALL: [Fault; 6] = [
+        Fault::WorkerChurn,
+        Fault::Zombie,
+        Fault::CoordinatorKill,
+        Fault::WorkersDown,
+        Fault::NatsRestart,
+        Fault::RedisRestart,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Fault::WorkerChurn => "worker-churn",
+            Fault::Zombie => "zombie",
+            Fault::CoordinatorKill => "coordinator-kill",
+            Fault::WorkersDown => "workers-down",
+            Fault::NatsRestart => "nats-restart",
+            Fault::RedisRestart => "redis-restart",
+        }
+    }
+}
+
+impl FromStr for Fault {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|f| f.name() == name)
+            .ok_or_else(|| {
+                let names: Vec<_> = Self::ALL.iter().map(|f| f.name()).collect();
+                format!("unknown fault {name:?}; one of: {}", names.join(", "))
+            })
+    }
+}
+
+/// How big a run is.
+#[derive(Debug, Clone)]
+pub struct ChaosOptions {
+    pub fault: Fault,
+    /// Numbered jobs to submit, spread over `duration`.
+    pub jobs: u64,
+    /// How long the fault schedule runs.
+    pub duration: Duration,
+    pub coordinators: usize,
+    pub workers: usize,
+    /// The workers' AckWait: how soon the broker redelivers a task nobody acknowledged.
+    pub ack_wait_secs: u64,
+    /// How long each step's agent works.
+    pub step_ms: u64,
+    /// How long to wait, after healing, for every job to finish.
+    pub drain_timeout: Duration,
+    /// Where the `baton` and `baton-agent-sim` binaries are.
+    pub bin_dir: PathBuf,
+}
+
+impl ChaosOptions {
+    /// The long run: minutes of one fault under steady load.
+    pub fn long(fault: Fault, bin_dir: PathBuf) -> Self {
+        Self {
+            fault,
+            jobs: 2000,
+            duration: Duration::from_secs(120),
+            coordinators: 2,
+            workers: 3,
+            ack_wait_secs: 2,
+            step_ms: 200,
+            drain_timeout: Duration::from_secs(300),
+            bin_dir,
+        }
+    }
+
+    /// The short variant the test suite runs.
+    pub fn short(fault: Fault, bin_dir: PathBuf) -> Self {
+        Self {
+            jobs: 60,
+            duration: Duration::from_secs(8),
+            drain_timeout: Duration::from_secs(120),
+            ..Self::long(fault, bin_dir)
+        }
+    }
+}
+
+/// The figures of one run.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Report {
+    pub fault: String,
+    /// Numbered jobs the runner tried to submit.
+    pub submitted: u64,
+    /// Submissions the broker acknowledged (stored): each must end as a job.
+    pub accepted: u64,
+    pub succeeded: u64,
+    /// Waiting for a human: not lost, the retry policy ran out under the fault.
+    pub escalated: u64,
+    /// Accepted, but neither succeeded nor escalated after the drain (or never created).
+    pub lost: u64,
+    /// More than one job for one number, or a step whose success was announced twice.
+    pub duplicates: u64,
+    /// Succeeded with an output other than the one its input determines.
+    pub unexpected: u64,
+    /// Results workers published (each is one execution of an attempt).
+    pub executions: u64,
+    /// Steps recorded as succeeded.
+    pub steps: u64,
+    /// Executions beyond the first of the same attempt (redelivered or re-dispatched copies).
+    pub redeliveries: u64,
+    /// Results the coordinator ignored as stale or duplicate.
+    pub fenced: u64,
+    /// Tasks the reconciler published again.
+    pub redispatched: u64,
+    /// From healing until every accepted job had finished.
+    pub drain: Duration,
+}
+
+impl Report {
+    /// A run passes with nothing lost, duplicated or wrong.
+    pub fn passed(&self) -> bool {
+        self.lost == 0 && self.duplicates == 0 && self.unexpected == 0
+    }
+
+    /// The table's header row.
+    pub fn header() -> String {
+        format!(
+            "{:<17} {:>9} {:>8} {:>9} {:>9} {:>4} {:>10} {:>10} {:>10} {:>10} {:>6} {:>12} {:>8}",
+            "fault",
+            "submitted",
+            "accepted",
+            "succeeded",
+            "escalated",
+            "lost",
+            "duplicates",
+            "unexpected",
+            "exec/step",
+            "redelivered",
+            "fenced",
+            "redispatched",
+            "drain"
+        )
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let per_step = if self.steps == 0 {
+            0.0
+        } else {
+            self.executions as f64 / self.steps as f64
+        };
+        write!(
+            f,
+            "{:<17} {:>9} {:>8} {:>9} {:>9} {:>4} {:>10} {:>10} {:>10.3} {:>11} {:>6} {:>12} {:>7.1}s",
+            self.fault,
+            self.submitted,
+            self.accepted,
+            self.succeeded,
+            self.escalated,
+            self.lost,
+            self.duplicates,
+            self.unexpected,
+            per_step,
+            self.redeliveries,
+            self.fenced,
+            self.redispatched,
+            self.drain.as_secs_f64()
+        )
+    }
+}
+
+const STEPS: [&str; 4] = ["a", "b", "c", "d"];
+
+fn plan() -> Value {
+    let retry = json!({"max_attempts": 10, "initial_backoff_ms": 100, "max_backoff_ms": 2000});
+    let step = |id: &str, needs: &[&str]| json!({"id": id, "agent": AGENT, "needs": needs, "retry": retry, "timeout_ms": 20_000});
+    json!({"name": "chaos", "steps": [
+        step("a", &[]), step("b", &["a"]), step("c", &["a"]), step("d", &["b", "c"])
+    ]})
+}
+
+fn input(n: u64, step_ms: u64) -> Value {
+    json!({"n": n, "sim": {"sleep_ms": step_ms}})
+}
+
+/// What the diamond must produce: the sim agent returns its input, and each step's input is
+/// the default mapping of the job input and its needs' outputs.
+fn expected_output(input: &Value) -> Value {
+    let a = json!({"input": input, "needs": {}});
+    let b = json!({"input": input, "needs": {"a": a}});
+    let c = json!({"input": input, "needs": {"a": a}});
+    json!({"input": input, "needs": {"b": b, "c": c}})
+}
+
+fn key(n: u64) -> String {
+    format!("chaos-{n}")
+}
+
+/// What the runner sees on the wire while the run goes on.
+#[derive(Default)]
+struct Observed {
+    /// Results published, per (job, step, attempt).
+    results: HashMap<(Uuid, String, u32), u64>,
+    /// `step_succeeded` events per (job, step).
+    successes: HashMap<(Uuid, String), u64>,
+    fenced: u64,
+    redispatched: u64,
+}
+
+/// Runs one fault schedule and returns the figures.
+pub async fn run(options: ChaosOptions) -> anyhow::Result<Report> {
+    let reconcile_after_ms = (options.ack_wait_secs * 1000).max(500);
+    let bin_dir = options.bin_dir.clone();
+    let (coordinators, workers, ack_wait) =
+        (options.coordinators, options.workers, options.ack_wait_secs);
+    let mut fleet = tokio::task::spawn_blocking(move || {
+        Fleet::start(
+            &bin_dir,
+            coordinators,
+            workers,
+            ack_wait,
+            reconcile_after_ms,
+        )
+    })
+    .await??;
+    let client = async_nats::ConnectOptions::new()
+        .retry_on_initial_connect()
+        .connect(fleet.nats.url())
+        .await?;
+    wait_ready(&client).await?;
+    let observed = observe(&client).await?;
+
+    // Submit numbered jobs at a steady pace while the fault runs.
+    let submitter = tokio::spawn(submit_all(client.clone(), options.clone()));
+    let started = Instant::now();
+    inject(&mut fleet, &options, started).await?;
+    tokio::task::block_in_place(|| fleet.heal())?;
+    let healed = Instant::now();
+    let accepted = submitter.await??;
+
+    let outcome = drain(&client, &accepted, options.drain_timeout).await?;
+    let drain = healed.elapsed();
+    let duplicates_by_number = jobs_per_number(&fleet.redis.url()).await?;
+
+    let observed = observed
+        .lock()
+        .map_err(|_| anyhow::anyhow!("observer poisoned"))?;
+    let mut report = Report {
+        fault: options.fault.name().to_owned(),
+        submitted: options.jobs,
+        accepted: accepted.len() as u64,
+        drain,
+        fenced: observed.fenced,
+        redispatched: observed.redispatched,
+        executions: observed.results.values().sum(),
+        redeliveries: observed.results.values().map(|n| n - 1).sum(),
+        ..Report::default()
+    };
+    for (n, status) in &outcome {
+        match status {
+            Some(status) if status.status == JobStatus::Succeeded => {
+                report.succeeded += 1;
+                report.steps += STEPS.len() as u64;
+                let want = expected_output(&input(*n, options.step_ms));
+                if status.output.as_ref() != Some(&want) {
+                    report.unexpected += 1;
+                }
+            }
+            Some(status) if status.status == JobStatus::Escalated => report.escalated += 1,
+            // Nothing in a chaos job fails for good: a failed job is a wrong answer.
+            Some(status) if status.status.is_terminal() => report.unexpected += 1,
+            _ => report.lost += 1,
+        }
+    }
+    report.duplicates = duplicates_by_number
+        + observed
+            .successes
+            .values()
+            .filter(|&&count| count > 1)
+            .count() as u64;
+    if !report.passed() || std::env::var_os("BATON_CHAOS_KEEP_LOGS").is_some() {
+        eprintln!(
+            "chaos: the processes' logs are kept in {}",
+            fleet.keep_logs().display()
+        );
+    }
+    Ok(report)
+}
+
+async fn wait_ready(client: &async_nats::Client) -> anyhow::Result<()> {
+    let started = Instant::now();
+    loop {
+        // Any reply (here `not_found`) means a coordinator is serving.
+        let probe = client.request(
+            subject::STATUS,
+            b"{\"idempotency_key\":\"probe\"}"[..].into(),
+        );
+        if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(1), probe).await {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(30),
+            "no coordinator answered within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Counts results (one per execution) and the coordinators' events.
+async fn observe(client: &async_nats::Client) -> anyhow::Result<Arc<Mutex<Observed>>> {
+    let observed = Arc::new(Mutex::new(Observed::default()));
+    let mut results = client.subscribe(subject::RESULTS_ALL).await?;
+    let mut events = client.subscribe(subject::EVENTS_ALL).await?;
+    client.flush().await?;
+    let shared = observed.clone();
+    tokio::spawn(async move {
+        while let Some(message) = results.next().await {
+            let Ok(result) = serde_json::from_slice::<Value>(&message.payload) else {
+                continue;
+            };
+            let job = result["job_id"]
+                .as_str()
+                .and_then(|j| Uuid::parse_str(j).ok());
+            let step = result["step_id"].as_str().map(str::to_owned);
+            let attempt = result["attempt"]
+                .as_u64()
+                .and_then(|a| u32::try_from(a).ok());
+            if let (Some(job), Some(step), Some(attempt)) = (job, step, attempt)
+                && let Ok(mut observed) = shared.lock()
+            {
+                *observed.results.entry((job, step, attempt)).or_default() += 1;
+            }
+        }
+    });
+    let shared = observed.clone();
+    tokio::spawn(async move {
+        while let Some(message) = events.next().await {
+            let Ok(event) = serde_json::from_slice::<Event>(&message.payload) else {
+                continue;
+            };
+            let Ok(mut observed) = shared.lock() else {
+                return;
+            };
+            match event.kind {
+                EventKind::StepSucceeded { step_id, .. } => {
+                    *observed
+                        .successes
+                        .entry((event.job_id, step_id))
+                        .or_default() += 1;
+                }
+                EventKind::ResultFenced { .. } => observed.fenced += 1,
+                EventKind::StepRedispatched { .. } => observed.redispatched += 1,
+                _ => {}
+            }
+        }
+    });
+    Ok(observed)
+}
+
+/// Publishes the numbered jobs to `baton.jobs.enqueue`, retrying each until the broker
+/// stores it (its `Nats-Msg-Id` makes a retry of a stored one a no-op); returns the numbers
+/// that were accepted.
+async fn submit_all(client: async_nats::Client, options: ChaosOptions) -> anyhow::Result<Vec<u64>> {
+    let js = jetstream::new(client);
+    let plan = plan();
+    let pace = options.duration / u32::try_from(options.jobs.max(1)).unwrap_or(u32::MAX);
+    let give_up = Instant::now() + options.duration + options.drain_timeout;
+    let mut accepted = Vec::new();
+    for n in 0..options.jobs {
+        let body =
+            json!({"plan": plan, "input": input(n, options.step_ms), "idempotency_key": key(n)});
+        let payload = serde_json::to_vec(&body)?;
+        loop {
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert("Nats-Msg-Id", key(n).as_str());
+            let stored = match js
+                .publish_with_headers(subject::ENQUEUE, headers, payload.clone().into())
+                .await
+            {
+                Ok(ack) => matches!(
+                    tokio::time::timeout(Duration::from_secs(5), ack).await,
+                    Ok(Ok(_))
+                ),
+                Err(_) => false,
+            };
+            if stored {
+                accepted.push(n);
+                break;
+            }
+            if Instant::now() > give_up {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        tokio::time::sleep(pace).await;
+    }
+    Ok(accepted)
+}
+
+/// Runs the fault schedule until `options.duration` has passed since `started`.
+async fn inject(fleet: &mut Fleet, options: &ChaosOptions, started: Instant) -> anyhow::Result<()> {
+    let ack_wait = Duration::from_secs(options.ack_wait_secs);
+    let mut round = 0usize;
+    while started.elapsed() < options.duration {
+        let workers = fleet.workers.len().max(1);
+        match options.fault {
+            Fault::WorkerChurn => {
+                tokio::time::sleep(Duration::from_millis(700)).await;
+                let i = round % workers;
+                tokio::task::block_in_place(|| {
+                    fleet.workers[i].kill();
+                    fleet.start_worker(i)
+                })?;
+            }
+            Fault::Zombie => {
+                let i = round % workers;
+                fleet.workers[i].pause();
+                tokio::time::sleep(ack_wait * 3).await;
+                fleet.workers[i].resume();
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Fault::CoordinatorKill => {
+                tokio::time::sleep(Duration::from_millis(1500)).await;
+                let i = round % fleet.coordinators.len().max(1);
+                fleet.coordinators[i].kill();
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                tokio::task::block_in_place(|| fleet.start_coordinator(i))?;
+            }
+            Fault::WorkersDown => {
+                tokio::time::sleep(options.duration / 4).await;
+                for worker in &mut fleet.workers {
+                    worker.kill();
+                }
+                tokio::time::sleep(ack_wait * 2).await;
+                tokio::task::block_in_place(|| {
+                    (0..fleet.workers.len()).try_for_each(|i| fleet.start_worker(i))
+                })?;
+                // Once per run: the rest of the time is recovery under load.
+                let rest = options.duration.saturating_sub(started.elapsed());
+                tokio::time::sleep(rest).await;
+            }
+            Fault::NatsRestart => {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                tokio::task::block_in_place(|| fleet.nats.kill())?;
+                tokio::time::sleep(Duration::from_millis(1000)).await;
+                tokio::task::block_in_place(|| fleet.nats.restart())?;
+            }
+            Fault::RedisRestart => {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                tokio::task::block_in_place(|| fleet.redis.kill())?;
+                tokio::time::sleep(Duration::from_millis(1000)).await;
+                tokio::task::block_in_place(|| fleet.redis.restart())?;
+            }
+        }
+        round += 1;
+    }
+    Ok(())
+}
+
+/// Waits until every accepted job succeeded or escalated, or the timeout passed; returns each
+/// number's last status (`None`: no job found).
+async fn drain(
+    client: &async_nats::Client,
+    accepted: &[u64],
+    timeout: Duration,
+) -> anyhow::Result<Vec<(u64, Option<StatusReply>)>> {
+    let deadline = Instant::now() + timeout;
+    let mut last: HashMap<u64, Option<StatusReply>> = accepted.iter().map(|&n| (n, None)).collect();
+    let mut open: HashSet<u64> = accepted.iter().copied().collect();
+    while !open.is_empty() && Instant::now() < deadline {
+        for n in open.clone() {
+            let Ok(status) = status_by_key(client, &key(n)).await else {
+                continue;
+            };
+            let settled = matches!(status.status, JobStatus::Succeeded | JobStatus::Escalated)
+                || status.status.is_terminal();
+            last.insert(n, Some(status));
+            if settled {
+                open.remove(&n);
+            }
+        }
+        if !open.is_empty() {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+    let mut outcome: Vec<_> = last.into_iter().collect();
+    outcome.sort_by_key(|(n, _)| *n);
+    Ok(outcome)
+}
+
+async fn status_by_key(client: &async_nats::Client, key: &str) -> anyhow::Result<StatusReply> {
+    let request = StatusRequest {
+        job_id: None,
+        idempotency_key: Some(key.to_owned()),
+    };
+    let body = serde_json::to_vec(&request)?;
+    let reply = tokio::time::timeout(
+        Duration::from_secs(5),
+        client.request(subject::STATUS, body.into()),
+    )
+    .await
+    .context("status timed out")??;
+    let reply: Reply<StatusReply> = serde_json::from_slice(&reply.payload)?;
+    reply
+        .into_result()
+        .map_err(|e| anyhow::anyhow!("{}: {}", e.code, e.message))
+}
+
+/// Jobs beyond the first for any number, read from every job hash in Redis.
+async fn jobs_per_number(redis_url: &str) -> anyhow::Result<u64> {
+    let client = redis::Client::open(redis_url)?;
+    let mut conn = client.get_multiplexed_async_connection().await?;
+    let keys: Vec<String> = {
+        let mut iter: redis::AsyncIter<'_, String> = conn.scan_match("baton:{*}:job").await?;
+        let mut keys = Vec::new();
+        while let Some(key) = iter.next_item().await {
+            keys.push(key?);
+        }
+        keys
+    };
+    let mut per_number: HashMap<u64, u64> = HashMap::new();
+    for key in keys {
+        let input: Option<String> = redis::cmd("HGET")
+            .arg(&key)
+            .arg("input")
+            .query_async(&mut conn)
+            .await?;
+        let n = input
+            .and_then(|i| serde_json::from_str::<Value>(&i).ok())
+            .and_then(|i| i["n"].as_u64());
+        if let Some(n) = n {
+            *per_number.entry(n).or_default() += 1;
+        }
+    }
+    Ok(per_number.values().map(|count| count - 1).sum())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn faults_parse_by_name() {
+        for fault in Fault::ALL {
+            assert_eq!(fault.name().parse::<Fault>(), Ok(fault));
+        }
+        assert!(
+            "meteor"
+                .parse::<Fault>()
+                .unwrap_err()
+                .contains("worker-churn")
+        );
+    }
+
+    #[test]
+    fn the_expected_output_follows_the_default_mapping() {
+        let out = expected_output(&json!({"n": 1}));
+        assert_eq!(out["needs"]["b"]["needs"]["a"]["input"], json!({"n": 1}));
+        assert_eq!(out["needs"]["c"]["input"], json!({"n": 1}));
+    }
+
+    #[test]
+    fn a_run_passes_only_with_nothing_lost_duplicated_or_wrong() {
+        let clean = Report::default();
+        assert!(clean.passed());
+        for broken in [
+            Report {
+                lost: 1,
+                ..Report::default()
+            },
+            Report {
+                duplicates: 1,
+                ..Report::default()
+            },
+            Report {
+                unexpected: 1,
+                ..Report::default()
+            },
+        ] {
+            assert!(!broken.passed());
+        }
+    }
+}
