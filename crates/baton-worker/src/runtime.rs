@@ -330,6 +330,15 @@ impl<A: Agent> Shared<A> {
                     .with_max_times(6),
             )
             .await
-            .map(|_| ())
+            .map(|ack| {
+                if ack.duplicate {
+                    // Another copy of this attempt (a redelivery this process outlived) answered
+                    // first; the broker kept that result and dropped this one.
+                    tracing::info!(
+                        job = %result.job_id, step = %result.step_id, attempt = result.attempt,
+                        "Result fenced: this attempt was already answered"
+                    );
+                }
+            })
     }
 }
