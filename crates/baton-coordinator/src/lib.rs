@@ -32,6 +32,7 @@ pub enum Error {
     Config(String),
     #[error(transparent)]
     Nats(#[from] baton_nats::Error),
+    /// `url` is redacted: it never carries a password.
     #[error("could not connect to Redis at {url}: {source}")]
     Redis {
         url: String,
@@ -61,10 +62,10 @@ impl Coordinator {
             running: options.running_ttl(),
             retention: options.retention(),
         };
-        let store = store::Store::connect(&options.redis_url, ttl)
+        let store = store::Store::connect(&options, ttl)
             .await
             .map_err(|source| Error::Redis {
-                url: options.redis_url.clone(),
+                url: baton_nats::redact_url(&options.redis_url),
                 source,
             })?;
         let client = baton_nats::connect(&options.nats).await?;

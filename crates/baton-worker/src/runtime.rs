@@ -69,6 +69,7 @@ impl WorkerOptions {
     }
 
     pub fn validate(&self) -> Result<(), String> {
+        self.nats.validate()?;
         if self.concurrency == 0 {
             return Err("concurrency must be at least 1".into());
         }
@@ -109,7 +110,9 @@ impl<A: Agent> Worker<A> {
         self.options.validate().map_err(Error::Config)?;
         let client = baton_nats::connect(&self.options.nats).await?;
         let js = jetstream::new(client.clone());
-        baton_nats::ensure_streams(&js).await?;
+        // Only the streams a worker uses: a least-privilege worker may look up nothing else.
+        baton_nats::ensure_named_streams(&js, &[subject::stream::TASKS, subject::stream::RESULTS])
+            .await?;
         let consumer_options = AgentConsumerOptions {
             ack_wait: self.options.ack_wait,
             max_deliver: self.options.max_deliver,
