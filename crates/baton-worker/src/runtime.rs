@@ -186,6 +186,12 @@ impl<A: Agent> Worker<A> {
             shared.hard_stop.cancel();
             while tasks.join_next().await.is_some() {}
         }
+        // Acks are fire-and-forget and `drain` returns before anything is written: without a
+        // round trip the last tasks' acks can be lost when the process exits, and those tasks
+        // would sit unacknowledged until their AckWait ran out.
+        if !baton_nats::round_trip(&client, Duration::from_secs(2)).await {
+            tracing::debug!("NATS server did not confirm the last acks");
+        }
         if let Err(error) = client.drain().await {
             tracing::debug!(error = %error, "NATS drain incomplete");
         }
