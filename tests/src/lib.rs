@@ -33,25 +33,48 @@ pub struct Fleet {
     children: Vec<Child>,
     /// Options every coordinator of this fleet starts with.
     pub coordinator_options: Options,
+    /// How in-process workers of this fleet connect to NATS (the name is the worker's own).
+    pub worker_nats: baton_nats::NatsOptions,
 }
 
 impl Fleet {
     /// Starts nats-server and redis-server (with AOF, so restarts keep state).
     pub async fn start() -> Self {
-        let (nats, redis) = tokio::task::spawn_blocking(|| {
-            let nats = NatsServer::start().expect("nats-server");
-            let redis = RedisServer::start_with(RedisOptions {
-                aof: true,
+        let redis = RedisOptions {
+            aof: true,
+            ..Default::default()
+        };
+        Self::start_with(baton_harness::NatsOptions::default(), redis, |nats| {
+            baton_nats::NatsOptions {
+                url: nats.url(),
                 ..Default::default()
-            })
-            .expect("redis-server");
+            }
+        })
+        .await
+    }
+
+    /// Starts servers with these options. `client` gives the NATS options of the fleet's own
+    /// client; coordinators and in-process workers start with the same ones (tests change
+    /// `coordinator_options` and `worker_nats` to give them their own credentials).
+    pub async fn start_with(
+        nats: baton_harness::NatsOptions,
+        redis: RedisOptions,
+        client: impl FnOnce(&NatsServer) -> baton_nats::NatsOptions,
+    ) -> Self {
+        let (nats, redis) = tokio::task::spawn_blocking(|| {
+            let nats = NatsServer::start_with(nats).expect("nats-server");
+            let redis = RedisServer::start_with(redis).expect("redis-server");
             (nats, redis)
         })
         .await
         .unwrap();
-        let client = async_nats::connect(nats.url()).await.unwrap();
+        let client_options = client(&nats);
+        let client = baton_nats::connect(&client_options).await.unwrap();
         let mut coordinator_options = Options::default();
-        coordinator_options.nats.url = nats.url();
+        coordinator_options.nats = baton_nats::NatsOptions {
+            name: coordinator_options.nats.name.clone(),
+            ..client_options.clone()
+        };
         coordinator_options.redis_url = redis.url();
         coordinator_options.drain_timeout_secs = 2;
         Self {
@@ -62,6 +85,7 @@ impl Fleet {
             services: JoinSet::new(),
             children: Vec::new(),
             coordinator_options,
+            worker_nats: client_options,
         }
     }
 
@@ -94,7 +118,10 @@ impl Fleet {
 
     pub fn spawn_agent<A: Agent>(&mut self, agent: &str, logic: A) {
         let mut options = WorkerOptions::new(AgentName::new(agent).unwrap());
-        options.nats.url = self.nats.url();
+        options.nats = baton_nats::NatsOptions {
+            name: options.nats.name.clone(),
+            ..self.worker_nats.clone()
+        };
         options.drain_timeout = Duration::from_secs(2);
         self.spawn_worker_with(options, logic);
     }

@@ -11,9 +11,8 @@ use clap::Parser;
 /// Flags every agent binary accepts.
 #[derive(Debug, Parser)]
 pub struct AgentArgs {
-    /// NATS server URL(s), comma-separated.
-    #[arg(long, env = "BATON_NATS_URL", default_value = "nats://127.0.0.1:4222")]
-    pub nats_url: String,
+    #[command(flatten)]
+    pub nats: baton_nats::NatsArgs,
     /// Agent type to serve (defaults to the binary's own type).
     #[arg(long = "type", env = "BATON_AGENT_TYPE")]
     pub agent_type: Option<String>,
@@ -68,7 +67,7 @@ fn options(args: &AgentArgs, default_type: &str) -> anyhow::Result<WorkerOptions
     let raw = args.agent_type.as_deref().unwrap_or(default_type);
     let agent = AgentName::new(raw).context("--type")?;
     let mut options = WorkerOptions::new(agent);
-    options.nats.url = args.nats_url.clone();
+    args.nats.apply(&mut options.nats);
     options.concurrency = args.concurrency;
     options.ack_wait = Duration::from_secs(args.ack_wait_secs);
     options.max_deliver = args.max_deliver;

@@ -14,14 +14,20 @@ pub(crate) struct Client {
 }
 
 impl Client {
-    pub(crate) async fn connect(url: &str) -> anyhow::Result<Self> {
-        let nats = async_nats::ConnectOptions::new()
-            .name("baton-cli")
-            .connection_timeout(Duration::from_secs(5))
-            .request_timeout(Some(Duration::from_secs(15)))
-            .connect(url)
-            .await
-            .with_context(|| format!("cannot connect to NATS at {url}"))?;
+    /// Connects with the NATS flags; invalid flags are a [`crate::ConfigError`].
+    pub(crate) async fn connect(args: &baton_nats::NatsArgs) -> anyhow::Result<Self> {
+        let options = args.options("baton-cli").map_err(crate::ConfigError)?;
+        Self::connect_with(&options).await
+    }
+
+    pub(crate) async fn connect_with(options: &baton_nats::NatsOptions) -> anyhow::Result<Self> {
+        let nats = match baton_nats::connect_once(options, Duration::from_secs(15)).await {
+            Ok(nats) => nats,
+            Err(baton_nats::Error::Config(message)) => {
+                return Err(crate::ConfigError(message).into());
+            }
+            Err(error) => return Err(anyhow!("{error}")),
+        };
         Ok(Self { nats })
     }
 

@@ -13,9 +13,25 @@ pub struct CoordinatorArgs {
     #[arg(
         long,
         env = "BATON_REDIS_URL",
-        default_value = "redis://127.0.0.1:6379"
+        default_value = "redis://127.0.0.1:6379",
+        hide_env_values = true
     )]
     pub redis_url: String,
+    /// Redis ACL user (overrides the URL's).
+    #[arg(long, env = "BATON_REDIS_USER")]
+    pub redis_user: Option<String>,
+    /// Redis password (overrides the URL's); prefer the environment variable.
+    #[arg(long, env = "BATON_REDIS_PASSWORD", hide_env_values = true)]
+    pub redis_password: Option<baton_nats::Secret>,
+    /// PEM file of the CA(s) that signed Redis's certificate (with a `rediss://` URL).
+    #[arg(long, env = "BATON_REDIS_TLS_CA")]
+    pub redis_tls_ca: Option<std::path::PathBuf>,
+    /// PEM client certificate for mutual TLS with Redis (with --redis-tls-key).
+    #[arg(long, env = "BATON_REDIS_TLS_CERT")]
+    pub redis_tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key of --redis-tls-cert.
+    #[arg(long, env = "BATON_REDIS_TLS_KEY")]
+    pub redis_tls_key: Option<std::path::PathBuf>,
     /// Milliseconds a running attempt runs before the reconciler checks its task in the
     /// broker (and the interval of further checks).
     #[arg(long, env = "BATON_RECONCILE_AFTER_MS")]
@@ -32,7 +48,10 @@ pub struct CoordinatorArgs {
     pub retention_secs: Option<u64>,
 }
 
-pub(crate) fn options(nats_url: &str, args: &CoordinatorArgs) -> anyhow::Result<Options> {
+pub(crate) fn options(
+    nats: &baton_nats::NatsArgs,
+    args: &CoordinatorArgs,
+) -> anyhow::Result<Options> {
     let mut options = match &args.config {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -42,8 +61,23 @@ pub(crate) fn options(nats_url: &str, args: &CoordinatorArgs) -> anyhow::Result<
         }
         None => Options::default(),
     };
-    options.nats.url = nats_url.to_owned();
+    nats.apply(&mut options.nats);
     options.redis_url = args.redis_url.clone();
+    if args.redis_user.is_some() {
+        options.redis_user.clone_from(&args.redis_user);
+    }
+    if args.redis_password.is_some() {
+        options.redis_password.clone_from(&args.redis_password);
+    }
+    if args.redis_tls_ca.is_some() {
+        options.redis_tls_ca.clone_from(&args.redis_tls_ca);
+    }
+    if args.redis_tls_cert.is_some() {
+        options.redis_tls_cert.clone_from(&args.redis_tls_cert);
+    }
+    if args.redis_tls_key.is_some() {
+        options.redis_tls_key.clone_from(&args.redis_tls_key);
+    }
     if let Some(value) = args.max_in_flight {
         options.max_in_flight = value;
     }
@@ -57,8 +91,8 @@ pub(crate) fn options(nats_url: &str, args: &CoordinatorArgs) -> anyhow::Result<
     Ok(options)
 }
 
-pub(crate) async fn run(nats_url: &str, args: CoordinatorArgs) -> anyhow::Result<i32> {
-    let options = options(nats_url, &args)?;
+pub(crate) async fn run(nats: &baton_nats::NatsArgs, args: CoordinatorArgs) -> anyhow::Result<i32> {
+    let options = options(nats, &args)?;
     Coordinator::new(options)
         .run(baton_agents::cli::shutdown_signal())
         .await
@@ -70,22 +104,50 @@ pub(crate) async fn run(nats_url: &str, args: CoordinatorArgs) -> anyhow::Result
 mod tests {
     use super::*;
 
+    fn nats(url: &str) -> baton_nats::NatsArgs {
+        baton_nats::NatsArgs {
+            nats_url: url.into(),
+            nats_user: None,
+            nats_password: None,
+            nats_token: None,
+            nats_nkey: None,
+            nats_creds: None,
+            nats_tls_ca: None,
+            nats_tls_cert: None,
+            nats_tls_key: None,
+            nats_tls_required: false,
+            nats_inbox_prefix: None,
+        }
+    }
+
+    fn args(redis_url: &str, config: Option<std::path::PathBuf>) -> CoordinatorArgs {
+        CoordinatorArgs {
+            redis_url: redis_url.into(),
+            redis_user: None,
+            redis_password: None,
+            redis_tls_ca: None,
+            redis_tls_cert: None,
+            redis_tls_key: None,
+            config,
+            max_in_flight: None,
+            retention_secs: None,
+            reconcile_after_ms: None,
+        }
+    }
+
     #[test]
     fn the_example_config_parses_to_the_defaults() {
-        let args = CoordinatorArgs {
-            redis_url: "redis://127.0.0.1:6379".into(),
-            config: Some(
+        let args = args(
+            "redis://127.0.0.1:6379",
+            Some(
                 concat!(
                     env!("CARGO_MANIFEST_DIR"),
                     "/../../deploy/coordinator.example.yaml"
                 )
                 .into(),
             ),
-            max_in_flight: None,
-            retention_secs: None,
-            reconcile_after_ms: None,
-        };
-        let options = options("nats://127.0.0.1:4222", &args).unwrap();
+        );
+        let options = options(&nats("nats://127.0.0.1:4222"), &args).unwrap();
         assert_eq!(options, Options::default());
     }
 
@@ -94,15 +156,24 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.yaml");
         std::fs::write(&path, "redis_ur1: redis://x\n").unwrap();
-        let args = CoordinatorArgs {
-            redis_url: "redis://x".into(),
-            config: Some(path),
-            max_in_flight: None,
-            retention_secs: None,
-            reconcile_after_ms: None,
-        };
-        let error = options("nats://x", &args).unwrap_err();
+        let args = args("redis://x", Some(path));
+        let error = options(&nats("nats://x"), &args).unwrap_err();
         assert!(error.downcast_ref::<ConfigError>().is_some());
         assert!(error.to_string().contains("redis_ur1"), "{error}");
+    }
+
+    #[test]
+    fn half_a_client_certificate_is_a_config_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let cert = dir.path().join("cert.pem");
+        std::fs::write(&cert, "x").unwrap();
+        let mut nats_args = nats("nats://x");
+        nats_args.nats_tls_cert = Some(cert.clone());
+        let error = options(&nats_args, &args("redis://x", None)).unwrap_err();
+        assert!(error.downcast_ref::<ConfigError>().is_some());
+        let mut redis_args = args("rediss://x", None);
+        redis_args.redis_tls_key = Some(cert);
+        let error = options(&nats("nats://x"), &redis_args).unwrap_err();
+        assert!(error.to_string().contains("together"), "{error}");
     }
 }

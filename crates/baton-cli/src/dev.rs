@@ -140,7 +140,12 @@ fn spawn_worker<A: Agent>(
 }
 
 async fn demo(nats_url: &str, question: &str) -> anyhow::Result<i32> {
-    let client = Client::connect(nats_url).await?;
+    let nats = baton_nats::NatsOptions {
+        url: nats_url.to_owned(),
+        name: "baton-cli".to_owned(),
+        ..Default::default()
+    };
+    let client = Client::connect_with(&nats).await?;
     let plan: serde_json::Value = serde_yaml_ng::from_str(DEMO_PLAN)?;
     let request = SubmitRequest {
         plan,

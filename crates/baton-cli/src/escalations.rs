@@ -48,13 +48,16 @@ pub struct ResolveArgs {
     pub reason: Option<String>,
 }
 
-pub(crate) async fn run(nats_url: &str, command: EscalationsCommand) -> anyhow::Result<i32> {
+pub(crate) async fn run(
+    nats: &baton_nats::NatsArgs,
+    command: EscalationsCommand,
+) -> anyhow::Result<i32> {
     // Check arguments before connecting.
     let resolve = match &command {
         EscalationsCommand::Resolve(args) => Some(resolve_request(args)?),
         _ => None,
     };
-    let client = Client::connect(nats_url).await?;
+    let client = Client::connect(nats).await?;
     match command {
         EscalationsCommand::List { json, limit } => {
             let reply: ListEscalationsReply = client

@@ -67,13 +67,13 @@ pub(crate) fn read_plan(path: &std::path::Path) -> anyhow::Result<Value> {
     Ok(plan)
 }
 
-pub(crate) async fn submit(nats_url: &str, args: SubmitArgs) -> anyhow::Result<i32> {
+pub(crate) async fn submit(nats: &baton_nats::NatsArgs, args: SubmitArgs) -> anyhow::Result<i32> {
     let plan = read_plan(&args.plan)?;
     let input = match &args.input {
         Some(raw) => json_arg("--input", raw)?,
         None => Value::Null,
     };
-    let client = Client::connect(nats_url).await?;
+    let client = Client::connect(nats).await?;
     let timeout = Duration::from_secs(args.timeout_secs);
     if args.durable {
         let key = args
@@ -189,8 +189,8 @@ async fn wait_for_key(client: &Client, key: &str, timeout: Duration) -> anyhow::
     }
 }
 
-pub(crate) async fn status(nats_url: &str, args: StatusArgs) -> anyhow::Result<i32> {
-    let client = Client::connect(nats_url).await?;
+pub(crate) async fn status(nats: &baton_nats::NatsArgs, args: StatusArgs) -> anyhow::Result<i32> {
+    let client = Client::connect(nats).await?;
     let request = StatusRequest {
         job_id: args.job,
         idempotency_key: args.idempotency_key,

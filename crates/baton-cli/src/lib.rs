@@ -16,14 +16,8 @@ pub const EXIT_CONFIG: i32 = 64;
 #[derive(Debug, Parser)]
 #[command(name = "baton", version, about)]
 pub struct Cli {
-    /// NATS server URL(s), comma-separated.
-    #[arg(
-        long,
-        global = true,
-        env = "BATON_NATS_URL",
-        default_value = "nats://127.0.0.1:4222"
-    )]
-    pub nats_url: String,
+    #[command(flatten)]
+    pub nats: baton_nats::NatsArgs,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -182,10 +176,10 @@ pub fn main() -> i32 {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Dev(args) => dev::run(args).await,
-            Command::Coordinator(args) => coordinator::run(&cli.nats_url, args).await,
-            Command::Submit(args) => jobs::submit(&cli.nats_url, args).await,
-            Command::Status(args) => jobs::status(&cli.nats_url, args).await,
-            Command::Escalations(command) => escalations::run(&cli.nats_url, command).await,
+            Command::Coordinator(args) => coordinator::run(&cli.nats, args).await,
+            Command::Submit(args) => jobs::submit(&cli.nats, args).await,
+            Command::Status(args) => jobs::status(&cli.nats, args).await,
+            Command::Escalations(command) => escalations::run(&cli.nats, command).await,
             Command::Bench(args) => bench(args).await,
             Command::Chaos(args) => chaos(args).await,
         }

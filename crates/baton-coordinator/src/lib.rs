@@ -33,6 +33,7 @@ pub enum Error {
     Config(String),
     #[error(transparent)]
     Nats(#[from] baton_nats::Error),
+    /// `url` is redacted: it never carries a password.
     #[error("could not connect to Redis at {url}: {source}")]
     Redis {
         url: String,
@@ -63,10 +64,10 @@ impl Coordinator {
             retention: options.retention(),
             reconcile_after: Duration::from_millis(options.reconcile_after_ms),
         };
-        let store = store::Store::connect(&options.redis_url, ttl)
+        let store = store::Store::connect(&options, ttl)
             .await
             .map_err(|source| Error::Redis {
-                url: options.redis_url.clone(),
+                url: baton_nats::redact_url(&options.redis_url),
                 source,
             })?;
         let client = baton_nats::connect(&options.nats).await?;
@@ -161,6 +162,11 @@ impl Coordinator {
         if drained.is_err() {
             // Unfinished work is redelivered (its messages were not acked) and fenced.
             tracing::warn!("Drain timeout: in-flight work abandoned; it will be redelivered");
+        }
+        // Acks, replies and events are fire-and-forget, and `drain` returns before anything is
+        // written: a round trip makes sure the server has them before the process exits.
+        if !baton_nats::round_trip(&client, Duration::from_secs(2)).await {
+            tracing::debug!("NATS server did not confirm the last acks");
         }
         if let Err(error) = client.drain().await {
             tracing::debug!(error = %error, "NATS drain incomplete");

@@ -1,20 +1,34 @@
 //! Coordinator configuration: defaults, then whatever the CLI layers on top, then `validate()`.
 
+use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
-use baton_nats::NatsOptions;
+use baton_nats::{NatsOptions, Secret, redact_url};
 use baton_protocol::Limits;
 use serde::{Deserialize, Serialize};
 
 /// Everything a coordinator replica needs to run. All replicas of one deployment should use
-/// the same values.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// the same values. `Debug` never shows a password or token.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Options {
     /// NATS connection.
     pub nats: NatsOptions,
-    /// Redis URL, e.g. `redis://127.0.0.1:6379` (`rediss://` for TLS).
+    /// Redis URL, e.g. `redis://127.0.0.1:6379` (`rediss://` for TLS,
+    /// `redis://user:password@host` for an ACL user).
     pub redis_url: String,
+    /// Redis ACL user; overrides the URL's.
+    pub redis_user: Option<String>,
+    /// Redis password (of `redis_user`, or of the default user); overrides the URL's.
+    pub redis_password: Option<Secret>,
+    /// PEM file of the CA(s) that signed Redis's certificate (needs a `rediss://` URL;
+    /// without it the system's roots are used).
+    pub redis_tls_ca: Option<PathBuf>,
+    /// PEM client certificate for mutual TLS with Redis, with `redis_tls_key`.
+    pub redis_tls_cert: Option<PathBuf>,
+    /// PEM private key of `redis_tls_cert`.
+    pub redis_tls_key: Option<PathBuf>,
     /// Bounds on plans and payloads.
     pub limits: Limits,
     /// TTL of a running job's state, refreshed on every transition.
@@ -45,6 +59,11 @@ impl Default for Options {
                 ..NatsOptions::default()
             },
             redis_url: "redis://127.0.0.1:6379".into(),
+            redis_user: None,
+            redis_password: None,
+            redis_tls_ca: None,
+            redis_tls_cert: None,
+            redis_tls_key: None,
             limits: Limits::default(),
             running_ttl_secs: 7 * 24 * 3600,
             retention_secs: 24 * 3600,
@@ -57,34 +76,33 @@ impl Default for Options {
     }
 }
 
+impl fmt::Debug for Options {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Options")
+            .field("nats", &self.nats)
+            .field("redis_url", &redact_url(&self.redis_url))
+            .field("redis_user", &self.redis_user)
+            .field("redis_password", &self.redis_password)
+            .field("redis_tls_ca", &self.redis_tls_ca)
+            .field("redis_tls_cert", &self.redis_tls_cert)
+            .field("redis_tls_key", &self.redis_tls_key)
+            .field("limits", &self.limits)
+            .field("running_ttl_secs", &self.running_ttl_secs)
+            .field("retention_secs", &self.retention_secs)
+            .field("max_in_flight", &self.max_in_flight)
+            .field("timer_poll_ms", &self.timer_poll_ms)
+            .field("timer_lease_ms", &self.timer_lease_ms)
+            .field("drain_timeout_secs", &self.drain_timeout_secs)
+            .finish()
+    }
+}
+
 impl Options {
-    /// Checks the values before anything connects.
+    /// Checks the values before anything connects (including that every file named can be
+    /// read). Messages never contain a secret.
     pub fn validate(&self) -> Result<(), String> {
-        if self.nats.url.trim().is_empty() {
-            return Err("NATS URL is empty".into());
-        }
-        for url in self.nats.url.split(',') {
-            let url = url.trim();
-            let scheme_ok = ["nats://", "tls://", "ws://", "wss://"]
-                .iter()
-                .any(|s| url.starts_with(s))
-                || !url.contains("://");
-            if !scheme_ok {
-                return Err(format!(
-                    "NATS URL {url:?} must start with nats://, tls://, ws:// or wss://"
-                ));
-            }
-        }
-        if !(self.redis_url.starts_with("redis://")
-            || self.redis_url.starts_with("rediss://")
-            || self.redis_url.starts_with("redis+unix://")
-            || self.redis_url.starts_with("unix://"))
-        {
-            return Err(format!(
-                "Redis URL {:?} must start with redis://, rediss:// or unix://",
-                self.redis_url
-            ));
-        }
+        self.nats.validate()?;
+        self.validate_redis()?;
         if self.max_in_flight == 0 {
             return Err("max_in_flight must be at least 1".into());
         }
@@ -99,6 +117,38 @@ impl Options {
         }
         if self.limits.max_payload_bytes < 1024 {
             return Err("limits.max_payload_bytes must be at least 1024".into());
+        }
+        Ok(())
+    }
+
+    fn validate_redis(&self) -> Result<(), String> {
+        let url = &self.redis_url;
+        if !(url.starts_with("redis://")
+            || url.starts_with("rediss://")
+            || url.starts_with("redis+unix://")
+            || url.starts_with("unix://"))
+        {
+            return Err(format!(
+                "Redis URL {:?} must start with redis://, rediss:// or unix://",
+                redact_url(url)
+            ));
+        }
+        let tls_files = [
+            ("Redis TLS CA file", &self.redis_tls_ca),
+            ("Redis TLS certificate", &self.redis_tls_cert),
+            ("Redis TLS key", &self.redis_tls_key),
+        ];
+        if tls_files.iter().any(|(_, path)| path.is_some()) && !url.starts_with("rediss://") {
+            return Err("Redis TLS files need a rediss:// URL".into());
+        }
+        if self.redis_tls_cert.is_some() != self.redis_tls_key.is_some() {
+            return Err("the Redis TLS client certificate and key must be given together".into());
+        }
+        for (what, path) in tls_files {
+            if let Some(path) = path {
+                std::fs::read(path)
+                    .map_err(|e| format!("cannot read {what} {}: {e}", path.display()))?;
+            }
         }
         Ok(())
     }
@@ -127,5 +177,21 @@ mod tests {
         let mut bad = Options::default();
         bad.nats.url = "http://x".into();
         assert!(bad.validate().unwrap_err().contains("NATS URL"));
+    }
+
+    #[test]
+    fn secrets_stay_out_of_debug_and_errors() {
+        let options = Options {
+            redis_url: "http://baton:MARKER@x".into(),
+            redis_password: Some(Secret::new("MARKER")),
+            ..Options::default()
+        };
+        assert!(!format!("{options:?}").contains("MARKER"));
+        assert!(!options.validate().unwrap_err().contains("MARKER"));
+        let plain = Options {
+            redis_tls_ca: Some("/nonexistent".into()),
+            ..Options::default()
+        };
+        assert!(plain.validate().unwrap_err().contains("rediss://"));
     }
 }

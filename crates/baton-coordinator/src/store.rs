@@ -16,6 +16,8 @@ use uuid::Uuid;
 pub enum Error {
     #[error("Redis: {0}")]
     Redis(#[from] RedisError),
+    #[error("cannot read a Redis TLS file: {0}")]
+    Tls(String),
     #[error("unexpected reply from a Redis script: {0}")]
     Reply(String),
 }
@@ -104,13 +106,47 @@ pub(crate) struct Store {
     ttl: Ttl,
 }
 
+/// A Redis client from the URL, with the ACL user, password and TLS files of the options
+/// laid over it.
+fn client(options: &crate::Options) -> Result<redis::Client, Error> {
+    use redis::IntoConnectionInfo;
+    let mut info = options.redis_url.as_str().into_connection_info()?;
+    let mut settings = info.redis_settings().clone();
+    if let Some(user) = &options.redis_user {
+        settings = settings.set_username(user);
+    }
+    if let Some(password) = &options.redis_password {
+        settings = settings.set_password(password.expose());
+    }
+    info = info.set_redis_settings(settings);
+    let read = |path: &std::path::Path| {
+        std::fs::read(path).map_err(|e| Error::Tls(format!("{}: {e}", path.display())))
+    };
+    let client_tls = match (&options.redis_tls_cert, &options.redis_tls_key) {
+        (Some(cert), Some(key)) => Some(redis::ClientTlsConfig {
+            client_cert: read(cert)?,
+            client_key: read(key)?,
+        }),
+        _ => None,
+    };
+    let root_cert = options.redis_tls_ca.as_deref().map(read).transpose()?;
+    if client_tls.is_none() && root_cert.is_none() {
+        return Ok(redis::Client::open(info)?);
+    }
+    let certificates = redis::TlsCertificates {
+        client_tls,
+        root_cert,
+    };
+    Ok(redis::Client::build_with_tls(info, certificates)?)
+}
+
 fn job_script(body: &str) -> Script {
     Script::new(&format!("{}\n{}", include_str!("lua/common.lua"), body))
 }
 
 impl Store {
-    pub(crate) async fn connect(url: &str, ttl: Ttl) -> Result<Self, Error> {
-        let client = redis::Client::open(url)?;
+    pub(crate) async fn connect(options: &crate::Options, ttl: Ttl) -> Result<Self, Error> {
+        let client = client(options)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(5)))
             .set_response_timeout(Some(Duration::from_secs(10)))

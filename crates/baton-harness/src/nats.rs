@@ -14,8 +14,14 @@ const NAME: &str = "nats-server";
 /// How to start nats-server.
 #[derive(Debug, Clone, Default)]
 pub struct NatsOptions {
-    /// Extra configuration appended to the generated config file (e.g. `authorization {..}`).
+    /// Extra configuration for the generated config file (e.g. `authorization {..}`, or a
+    /// whole example config). It goes first: the harness's own listen address, port, server
+    /// name and JetStream store dir come after it and win (nats-server keeps the last value of
+    /// a repeated key), so a complete config file can be loaded as it is.
     pub extra_config: String,
+    /// Environment variables for the server process: nats-server resolves a `$NAME` in its
+    /// config from the environment, which is how example configs take their passwords.
+    pub env: Vec<(String, String)>,
 }
 
 /// A running nats-server, killed on drop.
@@ -62,6 +68,7 @@ impl NatsServer {
         let child = Command::new(&self.binary)
             .arg("-c")
             .arg(&config)
+            .envs(self.options.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(File::options().create(true).append(true).open(&log)?)
@@ -83,7 +90,7 @@ impl NatsServer {
     fn config(&self) -> String {
         let store = self.dir.path().join("jetstream");
         format!(
-            "host: 127.0.0.1\nport: {port}\nserver_name: {name}\njetstream {{\n  store_dir: {store:?}\n}}\n{extra}\n",
+            "{extra}\nhost: 127.0.0.1\nport: {port}\nserver_name: {name}\njetstream {{\n  store_dir: {store:?}\n}}\n",
             port = self.port,
             name = self.name(),
             extra = self.options.extra_config,

@@ -5,36 +5,35 @@
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer, stream};
-use async_nats::{ConnectOptions, HeaderMap};
+use async_nats::{ConnectErrorKind, HeaderMap};
 use baton_protocol::subject::{self, header};
 use baton_protocol::{AgentName, Encoding};
-use serde::{Deserialize, Serialize};
 
-/// How to reach NATS. Authentication and TLS options come with the security work; the URL may
-/// already carry `user:password@`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct NatsOptions {
-    /// Server URL(s), comma-separated, e.g. `nats://127.0.0.1:4222`.
-    pub url: String,
-    /// Connection name shown in the server's monitoring.
-    pub name: String,
-}
+#[cfg(feature = "cli")]
+mod args;
+mod options;
+mod secret;
 
-impl Default for NatsOptions {
-    fn default() -> Self {
-        Self {
-            url: "nats://127.0.0.1:4222".to_owned(),
-            name: "baton".to_owned(),
-        }
-    }
-}
+#[cfg(feature = "cli")]
+pub use args::NatsArgs;
+pub use options::NatsOptions;
+pub use secret::{REDACTED, Secret, redact_url};
 
 /// Why a NATS setup step failed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    #[error("invalid NATS configuration: {0}")]
+    Config(String),
+    /// `url` is redacted: it never carries a password or token.
     #[error("could not connect to NATS at {url}: {source}")]
     Connect {
+        url: String,
+        #[source]
+        source: async_nats::ConnectError,
+    },
+    /// The TLS handshake failed: a certificate that does not verify, or TLS on one side only.
+    #[error("TLS with NATS at {url} failed: {source}")]
+    Tls {
         url: String,
         #[source]
         source: async_nats::ConnectError,
@@ -48,23 +47,66 @@ pub enum Error {
     Consumer { consumer: String, message: String },
 }
 
-/// Connects, retrying the first connection and reconnecting forever after: Baton processes
-/// must ride out a nats-server restart without a human.
+/// Connects, retrying the first connection while the server cannot be reached and
+/// reconnecting forever after: Baton processes must ride out a nats-server restart without a
+/// human. Refused credentials and TLS failures are not retried: they need a human, so they
+/// fail at once with an error that says so.
 pub async fn connect(options: &NatsOptions) -> Result<async_nats::Client, Error> {
-    ConnectOptions::new()
-        .name(&options.name)
-        .retry_on_initial_connect()
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match connect_once(options, Duration::from_secs(10)).await {
+            Err(Error::Connect { url, source }) if transient(&source) => {
+                tracing::warn!(url = %url, error = %source, "NATS not reachable yet; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+            result => return result,
+        }
+    }
+}
+
+/// Whether a failed connect may succeed later (the server is down or unreachable), as
+/// opposed to needing a human (refused credentials, a certificate that does not verify).
+fn transient(error: &async_nats::ConnectError) -> bool {
+    match error.kind() {
+        ConnectErrorKind::TimedOut | ConnectErrorKind::Dns => true,
+        ConnectErrorKind::Io => !is_tls_failure(error),
+        _ => false,
+    }
+}
+
+/// async-nats reports a failed TLS handshake as an I/O error wrapping the rustls error.
+fn is_tls_failure(error: &async_nats::ConnectError) -> bool {
+    matches!(error.kind(), ConnectErrorKind::Tls)
+        || std::error::Error::source(error)
+            .and_then(|source| source.downcast_ref::<std::io::Error>())
+            .and_then(std::io::Error::get_ref)
+            .is_some_and(|inner| inner.is::<async_nats::rustls::Error>())
+}
+
+/// Connects once (for short-lived clients such as the CLI), then reconnects forever like
+/// [`connect`]. `request_timeout` bounds every request on the connection.
+pub async fn connect_once(
+    options: &NatsOptions,
+    request_timeout: Duration,
+) -> Result<async_nats::Client, Error> {
+    let (connect, urls) = options.client_options().map_err(Error::Config)?;
+    connect
         .max_reconnects(None)
         .connection_timeout(Duration::from_secs(5))
-        .request_timeout(Some(Duration::from_secs(10)))
+        .request_timeout(Some(request_timeout))
         .event_callback(|event| async move {
             tracing::info!(event = %event, "NATS connection event");
         })
-        .connect(options.url.as_str())
+        .connect(urls.as_str())
         .await
-        .map_err(|source| Error::Connect {
-            url: options.url.clone(),
-            source,
+        .map_err(|source| {
+            let url = options.redacted_url();
+            if is_tls_failure(&source) {
+                Error::Tls { url, source }
+            } else {
+                Error::Connect { url, source }
+            }
         })
 }
 
@@ -105,7 +147,17 @@ pub fn stream_configs() -> Vec<stream::Config> {
 /// Several processes may race to create the same stream at startup: a failed create is
 /// followed by a look-up, and only a stream that is still missing is an error.
 pub async fn ensure_streams(js: &jetstream::Context) -> Result<(), Error> {
+    ensure_named_streams(js, &[]).await
+}
+
+/// [`ensure_streams`] for the named streams only (all of them when `names` is empty). Each
+/// stream is looked up before it is created, so a process that may only look streams up (a
+/// least-privilege worker, docs/security.md) starts once they exist.
+pub async fn ensure_named_streams(js: &jetstream::Context, names: &[&str]) -> Result<(), Error> {
     for config in stream_configs() {
+        if !names.is_empty() && !names.contains(&config.name.as_str()) {
+            continue;
+        }
         let name = match config.name.as_str() {
             subject::stream::JOBS => subject::stream::JOBS,
             subject::stream::TASKS => subject::stream::TASKS,

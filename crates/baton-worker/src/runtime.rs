@@ -69,6 +69,7 @@ impl WorkerOptions {
     }
 
     pub fn validate(&self) -> Result<(), String> {
+        self.nats.validate()?;
         if self.concurrency == 0 {
             return Err("concurrency must be at least 1".into());
         }
@@ -109,7 +110,9 @@ impl<A: Agent> Worker<A> {
         self.options.validate().map_err(Error::Config)?;
         let client = baton_nats::connect(&self.options.nats).await?;
         let js = jetstream::new(client.clone());
-        baton_nats::ensure_streams(&js).await?;
+        // Only the streams a worker uses: a least-privilege worker may look up nothing else.
+        baton_nats::ensure_named_streams(&js, &[subject::stream::TASKS, subject::stream::RESULTS])
+            .await?;
         let consumer_options = AgentConsumerOptions {
             ack_wait: self.options.ack_wait,
             max_deliver: self.options.max_deliver,
@@ -182,6 +185,12 @@ impl<A: Agent> Worker<A> {
             );
             shared.hard_stop.cancel();
             while tasks.join_next().await.is_some() {}
+        }
+        // Acks are fire-and-forget and `drain` returns before anything is written: without a
+        // round trip the last tasks' acks can be lost when the process exits, and those tasks
+        // would sit unacknowledged until their AckWait ran out.
+        if !baton_nats::round_trip(&client, Duration::from_secs(2)).await {
+            tracing::debug!("NATS server did not confirm the last acks");
         }
         if let Err(error) = client.drain().await {
             tracing::debug!(error = %error, "NATS drain incomplete");
