@@ -1,7 +1,8 @@
-//! Security: every way of authenticating to NATS (user/password, token, nkey, TLS with client
-//! certificates) and to Redis (ACL user, TLS) runs a job end to end; wrong credentials fail at
-//! once with a clear error; the least-privilege config in `deploy/` confines an agent to its
-//! own tasks and results; and no secret reaches a log line or an event.
+//! Security: every way of authenticating to NATS (user/password, token, nkey, `.creds` file,
+//! TLS with client certificates) and to Redis (ACL user, TLS) runs a job end to end; wrong
+//! credentials fail at once with a clear error; the least-privilege config in `deploy/`
+//! confines an agent to its own tasks and results; and no secret reaches a log line or an
+//! event.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -185,6 +186,133 @@ async fn nkey_auth_runs_a_job() {
     fleet.wait_ready().await;
     fleet.spawn_sim("sim");
     run_job(&fleet, "sim").await;
+}
+
+/// Unpadded base64url, the encoding of a JWT's three parts.
+fn base64url(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let bits = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |bits, (i, &b)| bits | u32::from(b) << (16 - 8 * i));
+        for i in 0..=chunk.len() {
+            out.push(char::from(ALPHABET[(bits >> (18 - 6 * i) & 63) as usize]));
+        }
+    }
+    out
+}
+
+/// A NATS JWT as `nsc` makes one: `claims` plus the fields every claim carries (`jti`, `iat`,
+/// `iss`, `nats.version: 2`), signed with `issuer`'s nkey.
+fn jwt(mut claims: serde_json::Value, issuer: &nkeys::KeyPair) -> String {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    claims["jti"] = json!(uuid::Uuid::now_v7().to_string());
+    claims["iat"] = json!(now.unwrap().as_secs());
+    claims["iss"] = json!(issuer.public_key());
+    claims["nats"]["version"] = json!(2);
+    let header = base64url(br#"{"typ":"JWT","alg":"ed25519-nkey"}"#);
+    let signed = format!("{header}.{}", base64url(claims.to_string().as_bytes()));
+    let signature = issuer.sign(signed.as_bytes()).unwrap();
+    format!("{signed}.{}", base64url(&signature))
+}
+
+/// A `.creds` file in `nsc`'s format for a new user signed by `account`; returns its path
+/// and the user's seed.
+fn creds_file(dir: &Path, name: &str, account: &nkeys::KeyPair) -> (PathBuf, String) {
+    let user = nkeys::KeyPair::new_user();
+    // Limits left out are 0, and a user with `subs: 0` may subscribe to nothing.
+    let limits = json!({"type": "user", "subs": -1, "data": -1, "payload": -1});
+    let user_jwt = jwt(
+        json!({"sub": user.public_key(), "name": name, "nats": limits}),
+        account,
+    );
+    let seed = user.seed().unwrap();
+    let path = dir.join(format!("{name}.creds"));
+    std::fs::write(
+        &path,
+        format!(
+            "-----BEGIN NATS USER JWT-----\n{user_jwt}\n------END NATS USER JWT------\n\n\
+             ************************* IMPORTANT *************************\n\
+             NKEY Seed printed below can be used to sign and prove identity.\n\
+             NKEYs are sensitive and should be treated as secrets.\n\n\
+             -----BEGIN USER NKEY SEED-----\n{seed}\n------END USER NKEY SEED------\n\n\
+             *************************************************************\n"
+        ),
+    )
+    .unwrap();
+    (path, seed)
+}
+
+/// Decentralised (operator/JWT) auth set up as `nsc` would: an operator, a system account and
+/// an account with JetStream that it signed, and a user of that account in a `.creds` file;
+/// a user of an account the operator never signed is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn creds_file_auth_runs_a_job() {
+    let operator = nkeys::KeyPair::new_operator();
+    let operator_jwt = jwt(
+        json!({"sub": operator.public_key(), "name": "baton-test", "nats": {"type": "operator"}}),
+        &operator,
+    );
+    let account_jwt = |account: &nkeys::KeyPair, name: &str, limits: serde_json::Value| {
+        let claims = json!({
+            "sub": account.public_key(),
+            "name": name,
+            "nats": {"type": "account", "limits": limits},
+        });
+        jwt(claims, &operator)
+    };
+    let nats_limits = json!({"subs": -1, "data": -1, "payload": -1, "imports": -1,
+        "exports": -1, "wildcards": true, "conn": -1, "leaf": -1});
+    let mut jetstream_limits = nats_limits.clone();
+    for limit in ["mem_storage", "disk_storage", "streams", "consumer"] {
+        jetstream_limits[limit] = json!(-1);
+    }
+    // JetStream will not start in operator mode without a system account.
+    let system = nkeys::KeyPair::new_account();
+    let system_jwt = account_jwt(&system, "SYS", nats_limits);
+    // JetStream is on for an account whose limits give it storage.
+    let account = nkeys::KeyPair::new_account();
+    let baton_jwt = account_jwt(&account, "baton", jetstream_limits);
+    let dir = tempfile::tempdir().unwrap();
+    let (creds, _) = creds_file(dir.path(), "baton", &account);
+    let nats = baton_harness::NatsOptions {
+        extra_config: format!(
+            "operator: {operator_jwt}\nsystem_account: {sys}\nresolver: MEMORY\n\
+             resolver_preload: {{\n  {sys}: {system_jwt}\n  {baton}: {baton_jwt}\n}}\n",
+            sys = system.public_key(),
+            baton = account.public_key(),
+        ),
+        ..Default::default()
+    };
+    let mut fleet = Fleet::start_with(nats, RedisOptions::default(), |server| NatsOptions {
+        url: server.url(),
+        creds: Some(creds.clone()),
+        ..NatsOptions::default()
+    })
+    .await;
+    let service = fleet.worker_nats.clone();
+    coordinator_nats(&mut fleet, service);
+    fleet.spawn_coordinator();
+    fleet.wait_ready().await;
+    fleet.spawn_sim("sim");
+    run_job(&fleet, "sim").await;
+
+    // A user signed by an account the operator never signed is refused, at once.
+    let (stranger, seed) = creds_file(dir.path(), "stranger", &nkeys::KeyPair::new_account());
+    let stranger = NatsOptions {
+        url: fleet.nats.url(),
+        creds: Some(stranger),
+        ..NatsOptions::default()
+    };
+    let error = tokio::time::timeout(Duration::from_secs(15), baton_nats::connect(&stranger))
+        .await
+        .expect("refused credentials are not retried")
+        .unwrap_err()
+        .to_string();
+    assert!(!error.contains(&seed), "the error shows the seed");
+    assert!(error.contains("authorization violation"), "{error}");
 }
 
 /// A throwaway CA, and a certificate signed by it for 127.0.0.1/localhost that serves as
