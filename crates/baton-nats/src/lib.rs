@@ -217,6 +217,9 @@ pub async fn agent_consumer(
     durable(js, subject::stream::TASKS, name, config).await
 }
 
+/// AckWait of the coordinators' consumers of results and durable submissions.
+pub const COORDINATOR_ACK_WAIT: Duration = Duration::from_secs(10);
+
 /// Gets or creates a durable pull consumer shared by all coordinator replicas.
 pub async fn coordinator_consumer(
     js: &jetstream::Context,
@@ -229,7 +232,10 @@ pub async fn coordinator_consumer(
         durable_name: Some(name.to_owned()),
         filter_subject: filter.to_owned(),
         ack_policy: consumer::AckPolicy::Explicit,
-        ack_wait: Duration::from_secs(30),
+        // A coordinator handles a message in milliseconds; when one dies holding messages,
+        // this is how long their jobs wait for another replica. Handling is idempotent, so a
+        // slow replica (Redis down) racing a redelivery is harmless.
+        ack_wait: COORDINATOR_ACK_WAIT,
         max_ack_pending,
         ..Default::default()
     };
