@@ -642,6 +642,23 @@ async fn malformed_results_are_dead_lettered_and_a_running_job_is_undisturbed() 
             .unwrap_or_else(|e| panic!("{name}: {e}"));
         expected.insert(*name, (to.clone(), body.clone(), *reason));
     }
+    // Garbage on the poison-advisory subject the coordinator also listens on is ignored
+    // (an advisory for a task that is not stored changes nothing).
+    let advisory = subject::POISON_ADVISORIES.replace('*', "baton-agent-sim");
+    let missing_task = json!({"stream": "BATON_TASKS", "consumer": "baton-agent-sim",
+        "stream_seq": 999_999, "deliveries": 5});
+    for body in [
+        b"\xff\xfe".to_vec(),
+        b"{\"stream_seq\": \"x\"}".to_vec(),
+        serde_json::to_vec(&missing_task).unwrap(),
+    ] {
+        fleet
+            .client
+            .publish(advisory.clone(), body.into())
+            .await
+            .unwrap();
+    }
+    fleet.client.flush().await.unwrap();
     let dead = dead_results(&fleet, cases.len()).await;
     assert_eq!(dead.len(), cases.len(), "{dead:?}");
     for (name, (to, body, reason)) in &expected {
