@@ -25,3 +25,4 @@ done
 # Multi-process tests start the built binaries.
 cargo build --workspace --bins --locked
 cargo test --workspace --locked
+./scripts/fuzz.sh 10   # 10 s per fuzz target, on stable (docs/testing.md)

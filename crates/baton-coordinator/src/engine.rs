@@ -141,7 +141,7 @@ impl Engine {
         // limits is cheap and keeps one code path.
         let mut limits = self.options.limits;
         limits.max_steps = limits.max_steps.max(100_000);
-        let plan = Plan::from_text(&raw, &limits)
+        let plan = Plan::from_stored(&raw, &limits)
             .map_err(|e| ApiError::new("internal", format!("stored plan is unreadable: {e}")))?;
         let plan = Arc::new(plan);
         self.plans.insert(job, plan.clone());

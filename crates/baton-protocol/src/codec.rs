@@ -7,6 +7,12 @@ use serde_json::Value;
 
 use crate::subject::header;
 
+/// Deepest nesting either decoder accepts before any limit of the message's own (such as
+/// `Limits::max_depth` on inputs) is checked: serde_json's built-in recursion limit, which
+/// MessagePack decoding is held to as well. At rmp-serde's own default (1024) a plan could
+/// be accepted deeper than its stored JSON can be read back.
+pub const MAX_DECODE_DEPTH: usize = 128;
+
 /// A message's encoding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Encoding {
@@ -88,6 +94,11 @@ impl Encoding {
                 use serde_json::error::Category;
                 match error.classify() {
                     Category::Data => Error::Schema(error.to_string()),
+                    // serde_json reports its recursion limit as a syntax error and offers no
+                    // matchable kind for it; the message is its stable Display text.
+                    Category::Syntax if error.to_string().starts_with("recursion limit") => {
+                        Error::TooDeep(MAX_DECODE_DEPTH)
+                    }
                     Category::Syntax | Category::Eof | Category::Io => Error::Malformed {
                         encoding: "JSON",
                         message: error.to_string(),
@@ -99,9 +110,19 @@ impl Encoding {
                 // MessagePack client sees the same shapes.
                 let mut deserializer =
                     rmp_serde::Deserializer::from_read_ref(bytes).with_human_readable();
+                deserializer.set_max_depth(MAX_DECODE_DEPTH);
                 serde::Deserialize::deserialize(&mut deserializer).map_err(|error| match error {
                     rmp_serde::decode::Error::Syntax(message) => Error::Schema(message),
-                    rmp_serde::decode::Error::DepthLimitExceeded => Error::TooDeep(1024),
+                    // Well-formed MessagePack of the wrong type (an array where a string
+                    // belongs, a number out of range): a schema error, as in JSON.
+                    rmp_serde::decode::Error::TypeMismatch(_)
+                    | rmp_serde::decode::Error::OutOfRange
+                    | rmp_serde::decode::Error::LengthMismatch(_) => {
+                        Error::Schema(error.to_string())
+                    }
+                    rmp_serde::decode::Error::DepthLimitExceeded => {
+                        Error::TooDeep(MAX_DECODE_DEPTH)
+                    }
                     other => Error::Malformed {
                         encoding: "MessagePack",
                         message: other.to_string(),
@@ -232,6 +253,24 @@ mod tests {
         );
     }
 
+    /// Regression: an array where a MessagePack request has a string (rmp-serde's
+    /// `TypeMismatch`) was `malformed_payload`; JSON calls the same mistake `invalid_request`.
+    #[test]
+    fn msgpack_wrong_types_are_schema_errors() {
+        let bytes = Encoding::MsgPack.encode(&json!({"job_id": [[1]]})).unwrap();
+        let error = Encoding::MsgPack
+            .decode::<crate::messages::StatusRequest>(&bytes, 1 << 20)
+            .unwrap_err();
+        assert_eq!(error.code(), "invalid_request", "{error}");
+        let bytes = Encoding::MsgPack
+            .encode(&json!({"job_id": "00000000-0000-0000-0000-000000000000", "step_id": "a", "attempt": 1u64 << 40}))
+            .unwrap();
+        let error = Encoding::MsgPack
+            .decode::<crate::messages::TaskResult>(&bytes, 1 << 20)
+            .unwrap_err();
+        assert_eq!(error.code(), "invalid_request", "{error}");
+    }
+
     #[test]
     fn msgpack_ids_are_strings() {
         let reply = crate::messages::SubmitReply {
@@ -241,6 +280,38 @@ mod tests {
         let bytes = Encoding::MsgPack.encode(&reply).unwrap();
         let value: serde_json::Value = rmp_serde::from_slice(&bytes).unwrap();
         assert_eq!(value, json!({"job_id": uuid::Uuid::nil().to_string()}));
+    }
+
+    /// Regression: JSON past serde_json's recursion limit was `malformed_payload` ("recursion
+    /// limit exceeded"), and MessagePack was decoded down to 1024 levels.
+    #[test]
+    fn nesting_past_the_decoders_limit_is_too_deep_in_both_encodings() {
+        let mut input = json!(1);
+        for _ in 0..200 {
+            input = json!([input]);
+        }
+        let request = json!({"plan": {"steps": []}, "input": input});
+        for encoding in [Encoding::Json, Encoding::MsgPack] {
+            let bytes = encoding.encode(&request).unwrap();
+            let error = encoding
+                .decode::<SubmitRequest>(&bytes, 1 << 20)
+                .unwrap_err();
+            assert_eq!(error.code(), "payload_too_deep", "{encoding:?}: {error}");
+        }
+        // Just inside the decoders' limit, the message decodes and `check_depth` decides.
+        let mut input = json!(1);
+        for _ in 0..100 {
+            input = json!([input]);
+        }
+        let request = json!({"plan": {"steps": []}, "input": input});
+        for encoding in [Encoding::Json, Encoding::MsgPack] {
+            let bytes = encoding.encode(&request).unwrap();
+            let decoded = encoding.decode::<SubmitRequest>(&bytes, 1 << 20).unwrap();
+            assert_eq!(
+                check_depth(&decoded.input, 64).unwrap_err().code(),
+                "payload_too_deep"
+            );
+        }
     }
 
     #[test]

@@ -260,6 +260,16 @@ impl Plan {
         Self::new(spec, limits)
     }
 
+    /// Reads a plan back from its stored form, the JSON of [`Plan::spec`], and validates it
+    /// again. This must be JSON, not [`Plan::from_text`]: YAML forbids characters that JSON
+    /// strings may hold (DEL, C1 controls, U+FFFE), so an accepted plan with one of them in
+    /// a name, template or schema could not be read back, and its job would be stuck.
+    pub fn from_stored(json: &str, limits: &Limits) -> Result<Self, Error> {
+        let spec: PlanSpec =
+            serde_json::from_str(json).map_err(|error| Error::Syntax(error.to_string()))?;
+        Self::new(spec, limits)
+    }
+
     /// Validates a plan given as a JSON value. A JSON string is read as JSON or YAML text.
     pub fn from_value(value: Value, limits: &Limits) -> Result<Self, Error> {
         match value {

@@ -204,3 +204,63 @@ fn output_schemas_are_compiled_and_checked() {
     );
     assert_eq!(error.unwrap_err().code(), "invalid_output_schema");
 }
+
+/// Regression: MessagePack was decoded down to 1024 levels, so a submission could carry a
+/// step input template far deeper than JSON or YAML can read back; the stored plan (which
+/// any replica re-reads with `Plan::from_text`) was then unreadable and the job stuck. Every
+/// plan either encoding accepts must read back from its stored form.
+#[test]
+fn plans_accepted_at_the_decoders_depth_limit_read_back_from_storage() {
+    use crate::Encoding;
+    use crate::messages::SubmitRequest;
+
+    let limits = Limits::default();
+    let mut stored_limits = limits;
+    stored_limits.max_steps = 100_000;
+    for encoding in [Encoding::Json, Encoding::MsgPack] {
+        let mut accepted = 0;
+        for levels in [1, 60, 100, 120, 123, 124, 125, 126, 127, 128, 200, 1000] {
+            let mut template = json!("$input");
+            for _ in 0..levels {
+                template = json!([template]);
+            }
+            let request =
+                json!({"plan": {"steps": [{"id": "a", "agent": "sim", "input": template}]}});
+            let bytes = encoding.encode(&request).unwrap();
+            let Ok(request) = encoding.decode::<SubmitRequest>(&bytes, 1 << 20) else {
+                continue;
+            };
+            let Ok(plan) = Plan::from_value(request.plan, &limits) else {
+                continue;
+            };
+            accepted += 1;
+            let stored = serde_json::to_string(plan.spec()).unwrap();
+            let reread = Plan::from_stored(&stored, &stored_limits);
+            assert!(reread.is_ok(), "{encoding:?}, {levels} levels: {reread:?}");
+        }
+        assert!(accepted >= 4, "{encoding:?}: only {accepted} accepted");
+    }
+}
+
+/// Regression (found by the `submit_msgpack` fuzz target): a plan with DEL, a C1 control or
+/// U+FFFE in any string was accepted, but its stored JSON carries those characters raw and
+/// YAML rejects them, so reading the stored plan back failed ("stored plan is unreadable")
+/// and every result, status request and timer of the job failed with it.
+#[test]
+fn plans_with_characters_yaml_forbids_read_back_from_storage() {
+    let limits = Limits::default();
+    for text in ["a\u{7f}b", "\u{80}", "\u{9f}", "\u{fffe}", "nul\u{0}"] {
+        let spec = json!({
+            "name": text,
+            "steps": [{
+                "id": "a", "agent": "sim",
+                "input": {"k": text, text: [text]},
+                "output_schema": {"properties": {text: {"type": "string"}}}
+            }]
+        });
+        let plan = Plan::from_value(spec, &limits).unwrap();
+        let stored = serde_json::to_string(plan.spec()).unwrap();
+        let reread = Plan::from_stored(&stored, &limits).unwrap();
+        assert_eq!(reread, plan, "{text:?}");
+    }
+}

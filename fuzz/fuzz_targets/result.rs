@@ -1,0 +1,4 @@
+//! Task results on `baton.results.<agent>`, JSON or MessagePack by the first byte.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| baton_fuzz::result(data));

@@ -1,0 +1,7 @@
+//! Submissions in MessagePack (`Content-Type: application/msgpack`): decode, depth, plan validation.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| baton_fuzz::submit(
+    baton_protocol::Encoding::MsgPack,
+    data
+));
