@@ -10,6 +10,7 @@ use baton_harness::Signal;
 use baton_protocol::messages::{EventKind, JobStatus};
 use baton_protocol::{AgentName, subject};
 use baton_tests::Fleet;
+use futures::StreamExt;
 use serde_json::json;
 
 const WORKER: [&str; 6] = [
@@ -33,6 +34,13 @@ async fn ack_pending(fleet: &Fleet) -> Option<usize> {
 async fn a_paused_worker_cannot_overwrite_the_redelivered_copys_result() {
     let mut fleet = Fleet::with_coordinator().await;
     let events = fleet.record_events().await;
+    // Every result published, whether or not it counts.
+    let mut results = fleet
+        .client
+        .subscribe("baton.results.zombie")
+        .await
+        .unwrap();
+    fleet.client.flush().await.unwrap();
     let zombie = fleet.spawn_process("baton-agent-sim", &WORKER);
     let plan = json!({"steps": [{"id": "slow", "agent": "zombie", "timeout_ms": 20000}]});
     let job = fleet.submit(plan, json!({"sim": {"sleep_ms": 1500}})).await;
@@ -67,5 +75,19 @@ async fn a_paused_worker_cannot_overwrite_the_redelivered_copys_result() {
         "the step's result was recorded {recorded} times"
     );
     assert!(!fleet.process_exited(zombie), "the woken worker carries on");
+    // Both copies answered attempt 1; the zombie's late answer was fenced: the broker kept
+    // only the first result with the attempt's Nats-Msg-Id, and the output is the first's.
+    let mut answers = 0;
+    while let Ok(Some(message)) =
+        tokio::time::timeout(Duration::from_millis(200), results.next()).await
+    {
+        let result: serde_json::Value = serde_json::from_slice(&message.payload).unwrap();
+        assert_eq!(
+            (result["job_id"].as_str(), result["attempt"].as_u64()),
+            (Some(job.to_string().as_str()), Some(1))
+        );
+        answers += 1;
+    }
+    assert_eq!(answers, 2, "the zombie's copy should have answered too");
     assert_eq!(ack_pending(&fleet).await, Some(0));
 }

@@ -152,7 +152,8 @@ pub struct Report {
     pub steps: u64,
     /// Executions beyond the first of the same attempt (redelivered or re-dispatched copies).
     pub redeliveries: u64,
-    /// Results the coordinator ignored as stale or duplicate.
+    /// Results that did not count: answers beyond an attempt's first (the broker keeps one
+    /// per attempt `Nats-Msg-Id`), and results the coordinator ignored as stale.
     pub fenced: u64,
     /// Tasks the reconciler published again.
     pub redispatched: u64,
@@ -297,12 +298,14 @@ pub async fn run(options: ChaosOptions) -> anyhow::Result<Report> {
         submitted: options.jobs,
         accepted: accepted.len() as u64,
         drain,
-        fenced: observed.fenced,
         redispatched: observed.redispatched,
         executions: observed.results.values().sum(),
         redeliveries: observed.results.values().map(|n| n - 1).sum(),
         ..Report::default()
     };
+    // Every answer beyond an attempt's first was dropped by the broker (same Nats-Msg-Id);
+    // the coordinator ignored the others it reports.
+    report.fenced = report.redeliveries + observed.fenced;
     for (n, status) in &outcome {
         match status {
             Some(status) if status.status == JobStatus::Succeeded => {
