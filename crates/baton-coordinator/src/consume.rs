@@ -334,7 +334,7 @@ async fn on_poison(engine: &Engine, payload: &[u8]) {
         tracing::warn!("Unreadable max-deliveries advisory ignored");
         return;
     };
-    let stream = match engine.js.get_stream(subject::stream::TASKS).await {
+    let stream = match engine.js.get_stream_no_info(subject::stream::TASKS).await {
         Ok(stream) => stream,
         Err(error) => return tracing::warn!(error = %error, "Poison task left in place"),
     };

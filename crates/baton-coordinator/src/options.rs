@@ -4,7 +4,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use baton_nats::{NatsOptions, Secret, redact_url};
+use baton_nats::{NatsOptions, Secret, check_tls_files, redact_url};
 use baton_protocol::Limits;
 use serde::{Deserialize, Serialize};
 
@@ -92,6 +92,7 @@ impl fmt::Debug for Options {
             .field("max_in_flight", &self.max_in_flight)
             .field("timer_poll_ms", &self.timer_poll_ms)
             .field("timer_lease_ms", &self.timer_lease_ms)
+            .field("reconcile_after_ms", &self.reconcile_after_ms)
             .field("drain_timeout_secs", &self.drain_timeout_secs)
             .finish()
     }
@@ -134,23 +135,19 @@ impl Options {
             ));
         }
         let tls_files = [
-            ("Redis TLS CA file", &self.redis_tls_ca),
-            ("Redis TLS certificate", &self.redis_tls_cert),
-            ("Redis TLS key", &self.redis_tls_key),
+            &self.redis_tls_ca,
+            &self.redis_tls_cert,
+            &self.redis_tls_key,
         ];
-        if tls_files.iter().any(|(_, path)| path.is_some()) && !url.starts_with("rediss://") {
+        if tls_files.iter().any(|path| path.is_some()) && !url.starts_with("rediss://") {
             return Err("Redis TLS files need a rediss:// URL".into());
         }
-        if self.redis_tls_cert.is_some() != self.redis_tls_key.is_some() {
-            return Err("the Redis TLS client certificate and key must be given together".into());
-        }
-        for (what, path) in tls_files {
-            if let Some(path) = path {
-                std::fs::read(path)
-                    .map_err(|e| format!("cannot read {what} {}: {e}", path.display()))?;
-            }
-        }
-        Ok(())
+        check_tls_files(
+            "Redis",
+            self.redis_tls_ca.as_deref(),
+            self.redis_tls_cert.as_deref(),
+            self.redis_tls_key.as_deref(),
+        )
     }
 
     pub(crate) fn running_ttl(&self) -> Duration {

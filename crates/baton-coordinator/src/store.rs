@@ -157,7 +157,7 @@ impl Store {
             record: job_script(include_str!("lua/record.lua")),
             retry: job_script(include_str!("lua/retry.lua")),
             resolve: job_script(include_str!("lua/resolve.lua")),
-            reconcile: job_script(include_str!("lua/reconcile.lua")),
+            reconcile: Script::new(include_str!("lua/reconcile.lua")),
             claim: Script::new(include_str!("lua/timers_claim.lua")),
             settle: Script::new(include_str!("lua/timers_settle.lua")),
         };
@@ -380,28 +380,24 @@ impl Store {
         self.ttl.reconcile_after
     }
 
-    /// Stores the reconciler's note on `attempt` of `step`, if it is still running; returns
-    /// whether it was stored.
+    /// Stores the reconciler's note on `attempt` of `step`, if it is still running.
     pub(crate) async fn note_reconcile(
         &self,
         job: Uuid,
         step: &str,
         attempt: u32,
         note: &str,
-    ) -> Result<bool, Error> {
-        let stored: i64 = self
+    ) -> Result<(), Error> {
+        let _: i64 = self
             .scripts
             .reconcile
             .key(keys::job(job))
-            .arg(0)
-            .arg(0)
-            .arg(0)
             .arg(step)
             .arg(attempt)
             .arg(note)
             .invoke_async(&mut self.conn.clone())
             .await?;
-        Ok(stored == 1)
+        Ok(())
     }
 
     /// Claims up to `batch` due timers for `lease`; returns them with their lease score and

@@ -16,7 +16,7 @@ mod secret;
 
 #[cfg(feature = "cli")]
 pub use args::NatsArgs;
-pub use options::NatsOptions;
+pub use options::{NatsOptions, check_tls_files};
 pub use secret::{REDACTED, Secret, redact_url};
 
 /// Why a NATS setup step failed.

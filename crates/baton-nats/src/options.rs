@@ -187,18 +187,12 @@ impl NatsOptions {
                 methods.join(" and ")
             ));
         }
-        if self.tls_cert.is_some() != self.tls_key.is_some() {
-            return Err("the NATS TLS client certificate and key must be given together".into());
-        }
-        for (what, path) in [
-            ("NATS TLS CA file", &self.tls_ca),
-            ("NATS TLS certificate", &self.tls_cert),
-            ("NATS TLS key", &self.tls_key),
-        ] {
-            if let Some(path) = path {
-                read(what, path)?;
-            }
-        }
+        check_tls_files(
+            "NATS",
+            self.tls_ca.as_deref(),
+            self.tls_cert.as_deref(),
+            self.tls_key.as_deref(),
+        )?;
         if let Some(prefix) = &self.inbox_prefix
             && (prefix.is_empty()
                 || prefix.contains(['*', '>', ' ', '\t'])
@@ -241,6 +235,27 @@ impl NatsOptions {
         };
         Ok((auth, stripped.join(",")))
     }
+}
+
+/// Checks a client's TLS files for `service` ("NATS", "Redis"): a client certificate comes
+/// with its key, and every file named can be read.
+pub fn check_tls_files(
+    service: &str,
+    ca: Option<&Path>,
+    cert: Option<&Path>,
+    key: Option<&Path>,
+) -> Result<(), String> {
+    if cert.is_some() != key.is_some() {
+        return Err(format!(
+            "the {service} TLS client certificate and key must be given together"
+        ));
+    }
+    for (what, path) in [("CA file", ca), ("certificate", cert), ("key", key)] {
+        if let Some(path) = path {
+            read(&format!("{service} TLS {what}"), path)?;
+        }
+    }
+    Ok(())
 }
 
 fn read(what: &str, path: &Path) -> Result<String, String> {
