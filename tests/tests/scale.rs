@@ -47,7 +47,7 @@ async fn two_coordinators_and_three_workers_share_200_jobs() {
             EventKind::StepSucceeded { step_id, .. } => {
                 *successes.entry((event.job_id, step_id)).or_default() += 1
             }
-            EventKind::JobSucceeded => *finished.entry(event.job_id).or_insert(0) += 1,
+            EventKind::JobSucceeded { .. } => *finished.entry(event.job_id).or_insert(0) += 1,
             _ => {}
         }
     }

@@ -46,7 +46,7 @@ impl Tracker {
                     continue;
                 };
                 let ok = match event.kind {
-                    EventKind::JobSucceeded => true,
+                    EventKind::JobSucceeded { .. } => true,
                     EventKind::JobFailed { .. } | EventKind::StepEscalated { .. } => false,
                     _ => continue,
                 };

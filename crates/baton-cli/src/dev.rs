@@ -187,6 +187,7 @@ async fn demo(nats_url: &str, question: &str) -> anyhow::Result<i32> {
                     step_id,
                     agent,
                     attempt,
+                    ..
                 } => println!(
                     "  {at:>7.1} ms  → {step_id} dispatched to {agent} (attempt {attempt})"
                 ),
@@ -200,13 +201,14 @@ async fn demo(nats_url: &str, question: &str) -> anyhow::Result<i32> {
                     step_id,
                     attempt,
                     delay_ms,
+                    ..
                 } => println!("  {at:>7.1} ms  ↻ {step_id} attempt {attempt} in {delay_ms} ms"),
                 EventKind::StepEscalated {
                     step_id,
                     escalation_id,
                     ..
                 } => println!("  {at:>7.1} ms  ! {step_id} escalated ({escalation_id})"),
-                EventKind::JobSucceeded | EventKind::JobFailed { .. } => break,
+                EventKind::JobSucceeded { .. } | EventKind::JobFailed { .. } => break,
                 _ => {}
             }
         }

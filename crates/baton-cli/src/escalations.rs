@@ -43,9 +43,12 @@ pub struct ResolveArgs {
     /// Fail the job.
     #[arg(long)]
     pub fail: bool,
-    /// Why (recorded with --fail).
+    /// Why (recorded with --fail, and in the job's decision log).
     #[arg(long)]
     pub reason: Option<String>,
+    /// Who resolves it, for the job's decision log (default: $USER).
+    #[arg(long, env = "USER", hide_env_values = true)]
+    pub by: Option<String>,
 }
 
 pub(crate) async fn run(
@@ -121,6 +124,7 @@ fn resolve_request(args: &ResolveArgs) -> anyhow::Result<ResolveEscalationReques
         output,
         input,
         reason: args.reason.clone(),
+        by: args.by.clone(),
     })
 }
 

@@ -9,14 +9,14 @@ use baton_protocol::messages::{
     ErrorReply, EscalationView, EventKind, Failure, GetEscalationRequest, JobStatus,
     ListEscalationsReply, ListEscalationsRequest, ResolveAction, ResolveEscalationReply,
     ResolveEscalationRequest, StatusReply, StatusRequest, StepStatus, StepView, SubmitReply,
-    SubmitRequest,
+    SubmitRequest, TraceReply, TraceRequest,
 };
 use baton_protocol::{Encoding, codec, plan, subject};
 use bytes::Bytes;
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::engine::{Engine, encode_reply, now_ms};
+use crate::engine::{Engine, encode_reply, now_ms, usage_totals};
 use crate::store::{self, Resolution};
 
 /// An error reply: a stable code and a message for humans.
@@ -93,6 +93,12 @@ pub(crate) async fn handle(
         },
         subject::STATUS => match encoding.decode::<StatusRequest>(payload, max) {
             Ok(request) => status(engine, request)
+                .await
+                .map(|r| encode_reply(encoding, &r)),
+            Err(error) => Err(error.into()),
+        },
+        subject::TRACE => match encoding.decode::<TraceRequest>(payload, max) {
+            Ok(request) => trace(engine, request.job_id)
                 .await
                 .map(|r| encode_reply(encoding, &r)),
             Err(error) => Err(error.into()),
@@ -193,9 +199,13 @@ pub(crate) async fn job_status(engine: &Engine, job: Uuid) -> Result<StatusReply
         } else {
             attempts
         };
+        let [ui, uo, uc, um] = field::step_usage(id);
+        let owned = |name: &str| get(name).map(str::to_owned);
+        let usage = usage_totals(owned(&ui), owned(&uo), owned(&uc), owned(&um));
         steps.insert(
             id.to_owned(),
             StepView {
+                usage,
                 status: step_status,
                 attempts,
                 agent: step.agent().to_string(),
@@ -215,12 +225,46 @@ pub(crate) async fn job_status(engine: &Engine, job: Uuid) -> Result<StatusReply
         steps,
         output: get(field::OUTPUT).and_then(|raw| serde_json::from_str(raw).ok()),
         error: get(field::ERROR).map(str::to_owned),
+        usage: usage_totals(
+            get(field::USAGE_INPUT).map(str::to_owned),
+            get(field::USAGE_OUTPUT).map(str::to_owned),
+            get(field::USAGE_COST).map(str::to_owned),
+            None,
+        ),
         created_ms: get(field::CREATED)
             .and_then(|v| v.parse().ok())
             .unwrap_or(0),
         updated_ms: get(field::UPDATED)
             .and_then(|v| v.parse().ok())
             .unwrap_or(0),
+    })
+}
+
+/// The job's status, plan, input and decision log.
+async fn trace(engine: &Engine, job: Uuid) -> Result<TraceReply, ApiError> {
+    let status = job_status(engine, job).await?;
+    let fields = engine
+        .store
+        .job_fields(job, &[field::PLAN.to_owned(), field::INPUT.to_owned()])
+        .await?;
+    let mut fields = fields.into_iter();
+    let parse = |raw: Option<String>| {
+        raw.and_then(|raw| serde_json::from_str::<Value>(&raw).ok())
+            .unwrap_or(Value::Null)
+    };
+    let plan = parse(fields.next().flatten());
+    let input = parse(fields.next().flatten());
+    let (entries, count) = engine.store.log(job).await?;
+    let decisions: Vec<_> = entries
+        .iter()
+        .filter_map(|entry| serde_json::from_str(entry).ok())
+        .collect();
+    Ok(TraceReply {
+        job: status,
+        plan,
+        input,
+        dropped: count.saturating_sub(entries.len() as u64),
+        decisions,
     })
 }
 
@@ -342,7 +386,10 @@ async fn resolve(
             ("retry", input)
         }
         ResolveAction::Fail => {
-            let reason = request.reason.unwrap_or_else(|| "failed by a human".into());
+            let reason = request
+                .reason
+                .clone()
+                .unwrap_or_else(|| "failed by a human".into());
             (
                 "fail",
                 format!("step {step_id} escalated and was failed by a human: {reason}"),
@@ -406,6 +453,8 @@ async fn resolve(
                 step_id: step_id.to_owned(),
                 escalation_id: request.id.clone(),
                 action: request.action,
+                by: request.by.clone(),
+                reason: request.reason.clone(),
             },
         )
         .await;
@@ -418,6 +467,7 @@ async fn resolve(
                     EventKind::StepSucceeded {
                         step_id: step_id.to_owned(),
                         attempt,
+                        report: Default::default(),
                     },
                 )
                 .await;

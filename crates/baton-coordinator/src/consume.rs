@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::api;
-use crate::engine::{Engine, agent_of_subject};
+use crate::engine::{AttemptInfo, Engine, agent_of_subject};
 
 /// Serves one core-NATS subject in the coordinators' queue group (each message goes to one
 /// replica) until shutdown, handing each message to `handler` on its own task, at most
@@ -59,7 +59,19 @@ where
 
 /// Answers one request and sends the reply in the request's encoding.
 pub(crate) async fn on_request(engine: Arc<Engine>, message: async_nats::Message) {
-    let (encoding, reply) = api::handle(&engine, &message).await;
+    let (encoding, mut reply) = api::handle(&engine, &message).await;
+    let max = engine.client.server_info().max_payload;
+    if reply.len() > max {
+        // A reply the server would refuse: say so instead of leaving the requester waiting.
+        let error = baton_protocol::messages::ErrorReply::new(
+            "reply_too_large",
+            format!(
+                "the reply is {} bytes; the server's max_payload is {max}",
+                reply.len()
+            ),
+        );
+        reply = crate::engine::encode_reply(encoding, &error);
+    }
     if let Some(to) = message.reply {
         let headers = baton_nats::headers_for(encoding);
         if let Err(error) = engine.client.publish_with_headers(to, headers, reply).await {
@@ -177,6 +189,11 @@ pub(crate) async fn on_result(engine: Arc<Engine>, message: jetstream::Message) 
         .await;
     }
     let limits = &engine.options.limits;
+    let info = AttemptInfo {
+        usage: result.usage,
+        duration_ms: result.duration_ms,
+        worker: result.worker,
+    };
     let outcome = match (result.output, result.error) {
         (Some(output), None) => {
             let checked = codec::check_depth(&output, limits.max_depth)
@@ -200,7 +217,7 @@ pub(crate) async fn on_result(engine: Arc<Engine>, message: jetstream::Message) 
     };
     let attempt = result.attempt;
     match engine
-        .record(result.job_id, &plan, step, attempt, outcome)
+        .record(result.job_id, &plan, step, attempt, outcome, info)
         .await
     {
         Ok(transition) => {
@@ -359,7 +376,14 @@ async fn on_poison(engine: &Engine, payload: &[u8]) {
         };
         tracing::warn!(job = %task.job_id, step = %task.step_id, attempt = task.attempt, "Poison task");
         if let Err(error) = engine
-            .record(task.job_id, &plan, step, task.attempt, Err(failure))
+            .record(
+                task.job_id,
+                &plan,
+                step,
+                task.attempt,
+                Err(failure),
+                AttemptInfo::default(),
+            )
             .await
         {
             // Keep the message: the step's timeout timer still ends the attempt.

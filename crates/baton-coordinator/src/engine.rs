@@ -12,7 +12,8 @@ use async_nats::jetstream::{self, message::PublishMessage};
 use backon::{ExponentialBuilder, Retryable};
 use baton_protocol::keys::{self, TimerKind, TimerMember};
 use baton_protocol::messages::{
-    Event, EventKind, Failure, FailureClass, MAX_IDEMPOTENCY_KEY_LEN, SubmitRequest, Task,
+    AttemptReport, Event, EventKind, Failure, FailureClass, MAX_IDEMPOTENCY_KEY_LEN, SubmitRequest,
+    Task, Usage, UsageTotals,
 };
 use baton_protocol::plan::{Plan, Step};
 use baton_protocol::{AgentName, Encoding, codec, subject};
@@ -22,6 +23,7 @@ use tokio::sync::Notify;
 use uuid::Uuid;
 
 use crate::api::ApiError;
+use crate::decisions::DecisionLog;
 use crate::options::Options;
 use crate::store::{self, Record, RecordKind, Store, Transition};
 
@@ -49,10 +51,29 @@ pub(crate) struct Engine {
     /// look next.
     pub(crate) timer_wake: Notify,
     pub(crate) next_timer: AtomicU64,
+    log: DecisionLog,
+}
+
+/// What a worker said about an attempt besides its outcome.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct AttemptInfo {
+    pub(crate) usage: Option<Usage>,
+    pub(crate) duration_ms: Option<u64>,
+    pub(crate) worker: Option<String>,
+}
+
+/// Nano-dollars as dollars.
+pub(crate) fn usd(nanos: u64) -> f64 {
+    nanos as f64 / 1e9
 }
 
 impl Engine {
-    pub(crate) fn new(client: async_nats::Client, store: Store, options: Options) -> Self {
+    pub(crate) fn new(
+        client: async_nats::Client,
+        store: Store,
+        log: DecisionLog,
+        options: Options,
+    ) -> Self {
         let js = jetstream::new(client.clone());
         Self {
             client,
@@ -62,6 +83,7 @@ impl Engine {
             plans: quick_cache::sync::Cache::new(10_000),
             timer_wake: Notify::new(),
             next_timer: AtomicU64::new(u64::MAX),
+            log,
         }
     }
 
@@ -156,8 +178,13 @@ impl Engine {
         step: &Step,
         attempt: u32,
         outcome: Result<String, Failure>,
+        info: AttemptInfo,
     ) -> Result<Transition, store::Error> {
         let now = now_ms();
+        let cost_nanos = info
+            .usage
+            .as_ref()
+            .map_or(0, |usage| self.options.cost_nanos(usage));
         let delay_ms = step.retry.delay_ms(attempt, rand::random::<f64>());
         let (kind, payload, retryable) = match &outcome {
             Ok(output) => (RecordKind::Ok, output.clone(), true),
@@ -186,8 +213,23 @@ impl Engine {
             payload: &payload,
             retryable,
             delay_ms,
+            usage: info.usage.as_ref(),
+            cost_nanos,
         };
         let transition = self.store.record(job, plan, step, record, now).await?;
+        let report = || AttemptReport {
+            latency_ms: transition
+                .started
+                .map(|started| now.saturating_sub(started.attempt_ms)),
+            duration_ms: info.duration_ms,
+            usage: info.usage.as_ref().map(|usage| UsageTotals {
+                input_tokens: usage.input_tokens,
+                output_tokens: usage.output_tokens,
+                cost_usd: usd(cost_nanos),
+                model: usage.model.clone(),
+            }),
+            worker: info.worker.clone(),
+        };
         match transition.outcome.as_str() {
             "succeeded" => {
                 self.event_at(
@@ -196,6 +238,7 @@ impl Engine {
                     EventKind::StepSucceeded {
                         step_id: step.id.to_string(),
                         attempt,
+                        report: report(),
                     },
                 )
                 .await;
@@ -205,6 +248,7 @@ impl Engine {
                 );
             }
             "retry" | "escalated" => {
+                let class = outcome.as_ref().err().map(|failure| failure.class);
                 if let Err(failure) = outcome {
                     self.event_at(
                         job,
@@ -213,6 +257,7 @@ impl Engine {
                             step_id: step.id.to_string(),
                             attempt,
                             error: failure,
+                            report: report(),
                         },
                     )
                     .await;
@@ -225,6 +270,7 @@ impl Engine {
                             step_id: step.id.to_string(),
                             attempt: attempt + 1,
                             delay_ms,
+                            class,
                         },
                     )
                     .await;
@@ -258,19 +304,30 @@ impl Engine {
             if let Err(error) = self.store.retire_idempotency(job).await {
                 tracing::warn!(job = %job, error = %error, "Idempotency mapping keeps its longer TTL");
             }
+            let fields = self
+                .store
+                .job_fields(
+                    job,
+                    &[
+                        keys::field::ERROR.to_owned(),
+                        keys::field::USAGE_INPUT.to_owned(),
+                        keys::field::USAGE_OUTPUT.to_owned(),
+                        keys::field::USAGE_COST.to_owned(),
+                    ],
+                )
+                .await
+                .unwrap_or_default();
+            let mut fields = fields.into_iter();
+            let error = fields.next().flatten().unwrap_or_default();
+            let usage = usage_totals(
+                fields.next().flatten(),
+                fields.next().flatten(),
+                fields.next().flatten(),
+                None,
+            );
             match transition.status.as_str() {
-                "succeeded" => self.event(job, EventKind::JobSucceeded).await,
-                _ => {
-                    let fields = self
-                        .store
-                        .job_fields(job, &[keys::field::ERROR.to_owned()])
-                        .await;
-                    let error = fields
-                        .ok()
-                        .and_then(|f| f.into_iter().next().flatten())
-                        .unwrap_or_default();
-                    self.event(job, EventKind::JobFailed { error }).await;
-                }
+                "succeeded" => self.event(job, EventKind::JobSucceeded { usage }).await,
+                _ => self.event(job, EventKind::JobFailed { error, usage }).await,
             }
         }
     }
@@ -282,8 +339,8 @@ impl Engine {
             return;
         };
         let deadline_ms = now_ms() + step.timeout_ms;
-        let payload = match self.build_task(job, step, job_input, item, deadline_ms) {
-            Ok(payload) => payload,
+        let (payload, input) = match self.build_task(job, step, job_input, item, deadline_ms) {
+            Ok(built) => built,
             Err(message) => {
                 self.fail_unpublishable(job, plan, step, item.attempt, message)
                     .await;
@@ -299,6 +356,8 @@ impl Engine {
                         step_id: step.id.to_string(),
                         agent: step.agent().to_string(),
                         attempt: item.attempt,
+                        input_bytes: Some(input.bytes),
+                        input_sha256: Some(input.sha256),
                     },
                 )
                 .await
@@ -310,7 +369,8 @@ impl Engine {
         }
     }
 
-    /// The task message of one attempt, within the payload limit.
+    /// The task message of one attempt, within the payload limit, and what the decision log
+    /// keeps of its input.
     pub(crate) fn build_task(
         &self,
         job: Uuid,
@@ -318,8 +378,9 @@ impl Engine {
         job_input: &str,
         item: &store::Dispatch,
         deadline_ms: u64,
-    ) -> Result<Bytes, String> {
+    ) -> Result<(Bytes, InputDigest), String> {
         let input = step_input(step, job_input, item)?;
+        let digest = InputDigest::of(input.get());
         let task = Task {
             job_id: job,
             step_id: item.step.clone(),
@@ -337,7 +398,7 @@ impl Engine {
                 payload.len(),
             ));
         }
-        Ok(Bytes::from(payload))
+        Ok((Bytes::from(payload), digest))
     }
 
     /// Publishes a task and waits for the broker to store it, retrying briefly. Within the
@@ -386,7 +447,14 @@ impl Engine {
             retryable: false,
         };
         // Boxed: recording can dispatch again, which makes this recursive.
-        let record = Box::pin(self.record(job, plan, step, attempt, Err(failure)));
+        let record = Box::pin(self.record(
+            job,
+            plan,
+            step,
+            attempt,
+            Err(failure),
+            AttemptInfo::default(),
+        ));
         if let Err(error) = record.await {
             tracing::error!(job = %job, step = %step.id, error = %error, "Could not record a failed dispatch");
         }
@@ -428,18 +496,29 @@ impl Engine {
             subject::dlq_msg_id(job, &step.id, attempt).as_str(),
         );
         let payload = Bytes::from(serde_json::to_vec(&letter).unwrap_or_default());
-        match self
+        let stored = match self
             .js
             .publish_with_headers(subject::dlq(step.agent()), headers, payload)
             .await
         {
-            Ok(ack) => {
-                if let Err(error) = ack.await {
-                    tracing::warn!(job = %job, step = %step.id, error = %error, "Dead letter not stored");
-                }
+            Ok(ack) => ack.await.map_err(async_nats::Error::from),
+            Err(error) => Err(error.into()),
+        };
+        match stored {
+            Ok(_) => {
+                self.event(
+                    job,
+                    EventKind::StepDeadLettered {
+                        step_id: step.id.to_string(),
+                        attempt,
+                        agent: step.agent().to_string(),
+                        reason: reason.to_owned(),
+                    },
+                )
+                .await
             }
             Err(error) => {
-                tracing::warn!(job = %job, step = %step.id, error = %error, "Dead letter not published")
+                tracing::warn!(job = %job, step = %step.id, error = %error, "Dead letter not stored")
             }
         }
         tracing::warn!(job = %job, step = %step.id, attempt, escalation = %escalation_id, "Step escalated to a human");
@@ -509,14 +588,12 @@ impl Engine {
             ts_ms,
             kind,
         };
-        let Ok(payload) = serde_json::to_vec(&event) else {
+        let Ok(entry) = serde_json::to_string(&event) else {
             return;
         };
-        if let Err(error) = self
-            .client
-            .publish(subject::events(job), payload.into())
-            .await
-        {
+        let payload = Bytes::from(entry.clone());
+        self.log.append(job, entry);
+        if let Err(error) = self.client.publish(subject::events(job), payload).await {
             tracing::debug!(job = %job, error = %error, "Event not published");
         }
     }
@@ -552,8 +629,15 @@ impl Engine {
                     class: FailureClass::Timeout,
                     retryable: true,
                 };
-                self.record(member.job, &plan, step, member.attempt, Err(failure))
-                    .await?
+                self.record(
+                    member.job,
+                    &plan,
+                    step,
+                    member.attempt,
+                    Err(failure),
+                    AttemptInfo::default(),
+                )
+                .await?
             }
             TimerKind::Retry => {
                 let now = now_ms();
@@ -572,6 +656,48 @@ impl Engine {
             .then(|| transition.detail.parse().ok())
             .flatten())
     }
+}
+
+/// What the decision log keeps of an attempt's input: its size and hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct InputDigest {
+    pub(crate) bytes: u64,
+    pub(crate) sha256: String,
+}
+
+impl InputDigest {
+    pub(crate) fn of(input: &str) -> Self {
+        use sha2::Digest;
+        let hash = sha2::Sha256::digest(input.as_bytes());
+        let mut sha256 = String::with_capacity(64);
+        for byte in hash {
+            use std::fmt::Write;
+            let _ = write!(sha256, "{byte:02x}");
+        }
+        Self {
+            bytes: input.len() as u64,
+            sha256,
+        }
+    }
+}
+
+/// Totals from stored counters; `None` when nothing was ever reported.
+pub(crate) fn usage_totals(
+    input: Option<String>,
+    output: Option<String>,
+    cost: Option<String>,
+    model: Option<String>,
+) -> Option<UsageTotals> {
+    if input.is_none() && output.is_none() && cost.is_none() && model.is_none() {
+        return None;
+    }
+    let number = |raw: Option<String>| raw.and_then(|r| r.parse::<u64>().ok()).unwrap_or(0);
+    Some(UsageTotals {
+        input_tokens: number(input),
+        output_tokens: number(output),
+        cost_usd: usd(number(cost)),
+        model,
+    })
 }
 
 fn check_idempotency_key(key: &str) -> Result<(), ApiError> {

@@ -7,6 +7,7 @@
 
 mod api;
 mod consume;
+mod decisions;
 mod engine;
 mod options;
 mod reconcile;
@@ -23,7 +24,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use options::Options;
+pub use options::{Options, Price};
 pub use store::Error as StoreError;
 
 /// Why the coordinator could not start.
@@ -63,6 +64,7 @@ impl Coordinator {
             running: options.running_ttl(),
             retention: options.retention(),
             reconcile_after: Duration::from_millis(options.reconcile_after_ms),
+            max_log_entries: options.max_log_entries,
         };
         let store = store::Store::connect(&options, ttl)
             .await
@@ -92,7 +94,9 @@ impl Coordinator {
         .await?;
         let drain = Duration::from_secs(options.drain_timeout_secs);
         let limit = Arc::new(Semaphore::new(options.max_in_flight));
-        let engine = Arc::new(engine::Engine::new(client.clone(), store, options));
+        let log_stop = CancellationToken::new();
+        let (log, log_writer) = decisions::DecisionLog::spawn(store.clone(), log_stop.clone());
+        let engine = Arc::new(engine::Engine::new(client.clone(), store, log, options));
         let stop = CancellationToken::new();
         // Work in flight. A tracker, not a JoinSet: a JoinSet keeps every finished task until
         // it is joined, which grew the coordinator by gigabytes over a million steps.
@@ -101,6 +105,8 @@ impl Coordinator {
         for subject in [
             subject::SUBMIT,
             subject::STATUS,
+            subject::TRACE,
+            subject::RERUN,
             subject::ESCALATIONS_LIST,
             subject::ESCALATIONS_GET,
             subject::ESCALATIONS_RESOLVE,
@@ -162,6 +168,11 @@ impl Coordinator {
         if drained.is_err() {
             // Unfinished work is redelivered (its messages were not acked) and fenced.
             tracing::warn!("Drain timeout: in-flight work abandoned; it will be redelivered");
+        }
+        // Work has ended: write the decision-log entries still queued.
+        log_stop.cancel();
+        if log_writer.await.is_err() {
+            tracing::warn!("Decision-log writer failed");
         }
         // Acks, replies and events are fire-and-forget, and `drain` returns before anything is
         // written: a round trip makes sure the server has them before the process exits.

@@ -1,5 +1,6 @@
 //! Coordinator configuration: defaults, then whatever the CLI layers on top, then `validate()`.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -49,6 +50,30 @@ pub struct Options {
     pub reconcile_after_ms: u64,
     /// How long shutdown waits for in-flight work.
     pub drain_timeout_secs: u64,
+    /// Price of each model, by the model name agents report; `"*"` prices any other model.
+    /// Usage of an unpriced model is counted with cost 0.
+    pub prices: BTreeMap<String, Price>,
+    /// Most decision-log entries kept per job (the newest are kept).
+    pub max_log_entries: u64,
+}
+
+/// What one model costs, in US dollars per million tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Price {
+    pub input_per_mtok: f64,
+    pub output_per_mtok: f64,
+}
+
+impl Price {
+    /// Cost of a usage in nano-dollars (integers, so totals are exact sums).
+    pub(crate) fn cost_nanos(&self, input_tokens: u64, output_tokens: u64) -> u64 {
+        // $ per Mtok × tokens = µ$; × 1000 = n$.
+        let nanos = (input_tokens as f64 * self.input_per_mtok
+            + output_tokens as f64 * self.output_per_mtok)
+            * 1000.0;
+        nanos.round() as u64
+    }
 }
 
 impl Default for Options {
@@ -72,6 +97,8 @@ impl Default for Options {
             timer_lease_ms: 10_000,
             reconcile_after_ms: 15_000,
             drain_timeout_secs: 10,
+            prices: BTreeMap::new(),
+            max_log_entries: 10_000,
         }
     }
 }
@@ -94,6 +121,8 @@ impl fmt::Debug for Options {
             .field("timer_lease_ms", &self.timer_lease_ms)
             .field("reconcile_after_ms", &self.reconcile_after_ms)
             .field("drain_timeout_secs", &self.drain_timeout_secs)
+            .field("prices", &self.prices)
+            .field("max_log_entries", &self.max_log_entries)
             .finish()
     }
 }
@@ -118,6 +147,17 @@ impl Options {
         }
         if self.limits.max_payload_bytes < 1024 {
             return Err("limits.max_payload_bytes must be at least 1024".into());
+        }
+        if self.max_log_entries < 10 {
+            return Err("max_log_entries must be at least 10".into());
+        }
+        for (model, price) in &self.prices {
+            let valid = |p: f64| p.is_finite() && p >= 0.0;
+            if !valid(price.input_per_mtok) || !valid(price.output_per_mtok) {
+                return Err(format!(
+                    "the price of model {model:?} must be finite and not negative"
+                ));
+            }
         }
         Ok(())
     }
@@ -150,6 +190,16 @@ impl Options {
         )
     }
 
+    /// Cost in nano-dollars of a usage, from the price table.
+    pub(crate) fn cost_nanos(&self, usage: &baton_protocol::messages::Usage) -> u64 {
+        let price = usage
+            .model
+            .as_deref()
+            .and_then(|model| self.prices.get(model))
+            .or_else(|| self.prices.get("*"));
+        price.map_or(0, |p| p.cost_nanos(usage.input_tokens, usage.output_tokens))
+    }
+
     pub(crate) fn running_ttl(&self) -> Duration {
         Duration::from_secs(self.running_ttl_secs)
     }
@@ -174,6 +224,42 @@ mod tests {
         let mut bad = Options::default();
         bad.nats.url = "http://x".into();
         assert!(bad.validate().unwrap_err().contains("NATS URL"));
+    }
+
+    #[test]
+    fn prices_turn_tokens_into_exact_nano_dollars() {
+        let mut options = Options::default();
+        options.prices.insert(
+            "m".into(),
+            Price {
+                input_per_mtok: 3.0,
+                output_per_mtok: 15.0,
+            },
+        );
+        let usage = |model: Option<&str>| baton_protocol::messages::Usage {
+            model: model.map(str::to_owned),
+            input_tokens: 1000,
+            output_tokens: 100,
+        };
+        // 1000 × $3/M + 100 × $15/M = $0.0045.
+        assert_eq!(options.cost_nanos(&usage(Some("m"))), 4_500_000);
+        assert_eq!(options.cost_nanos(&usage(Some("other"))), 0);
+        options.prices.insert(
+            "*".into(),
+            Price {
+                input_per_mtok: 1.0,
+                output_per_mtok: 0.0,
+            },
+        );
+        assert_eq!(options.cost_nanos(&usage(None)), 1_000_000);
+        options.prices.insert(
+            "bad".into(),
+            Price {
+                input_per_mtok: -1.0,
+                output_per_mtok: 0.0,
+            },
+        );
+        assert!(options.validate().unwrap_err().contains("\"bad\""));
     }
 
     #[test]

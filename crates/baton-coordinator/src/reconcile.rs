@@ -212,7 +212,7 @@ impl Engine {
         copy: u32,
     ) -> Result<(u64, bool), Failed> {
         let (job_input, item) = self.dispatch_item(job, step, attempt).await?;
-        let payload = self.build_task(job, step, &job_input, &item, deadline)?;
+        let (payload, _) = self.build_task(job, step, &job_input, &item, deadline)?;
         let msg_id = copy_msg_id(job, step, attempt, copy);
         let ack = self.publish_task(step.agent(), payload, &msg_id).await?;
         Ok((ack.sequence, !ack.duplicate))

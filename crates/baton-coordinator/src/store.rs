@@ -32,6 +32,8 @@ pub(crate) struct Ttl {
     /// How long an attempt runs before the reconciler checks on its task (and again at this
     /// interval until the attempt ends or times out).
     pub(crate) reconcile_after: Duration,
+    /// Most decision-log entries kept per job.
+    pub(crate) max_log_entries: u64,
 }
 
 /// The reply of a job script.
@@ -47,8 +49,29 @@ pub(crate) struct Transition {
     pub(crate) detail: String,
     /// The job input (JSON), present when something is to be dispatched.
     pub(crate) input: String,
+    /// For a recorded result: when the attempt started and when the step's first attempt
+    /// started (unix ms).
+    pub(crate) started: Option<Started>,
     /// Attempts the script started; Rust publishes their tasks.
     pub(crate) dispatch: Vec<Dispatch>,
+}
+
+/// Start times of an attempt and of its step, as recorded when they were dispatched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Started {
+    pub(crate) attempt_ms: u64,
+    pub(crate) step_ms: u64,
+}
+
+impl Started {
+    fn parse(raw: &str) -> Option<Self> {
+        let (attempt, step) = raw.split_once(':')?;
+        let attempt_ms = attempt.parse().ok()?;
+        Some(Self {
+            attempt_ms,
+            step_ms: step.parse().unwrap_or(attempt_ms),
+        })
+    }
 }
 
 /// One attempt to publish.
@@ -69,6 +92,9 @@ pub(crate) struct Record<'a> {
     pub(crate) payload: &'a str,
     pub(crate) retryable: bool,
     pub(crate) delay_ms: u64,
+    /// Tokens the result reported and their cost (nano-dollars).
+    pub(crate) usage: Option<&'a baton_protocol::messages::Usage>,
+    pub(crate) cost_nanos: u64,
 }
 
 /// A human's resolution of an escalated step.
@@ -89,6 +115,7 @@ pub(crate) enum RecordKind {
 }
 
 struct Scripts {
+    log_append: Script,
     create: Script,
     record: Script,
     retry: Script,
@@ -153,6 +180,7 @@ impl Store {
             .set_max_delay(Duration::from_secs(2));
         let conn = ConnectionManager::new_with_config(client, config).await?;
         let scripts = Scripts {
+            log_append: Script::new(include_str!("lua/log_append.lua")),
             create: job_script(include_str!("lua/create.lua")),
             record: job_script(include_str!("lua/record.lua")),
             retry: job_script(include_str!("lua/retry.lua")),
@@ -219,6 +247,45 @@ impl Store {
         parse_transition(value)
     }
 
+    /// Appends decision-log entries, grouped by job (in order), in one round trip.
+    pub(crate) async fn append_log(&self, groups: &[(Uuid, Vec<String>)]) -> Result<(), Error> {
+        let mut pipe = redis::pipe();
+        for (job, entries) in groups {
+            let mut invocation = self.scripts.log_append.key(keys::job(*job));
+            invocation
+                .key(keys::log(*job))
+                .arg(self.ttl.max_log_entries)
+                .arg(self.ttl.running.as_millis() as u64);
+            for entry in entries {
+                invocation.arg(entry);
+            }
+            pipe.invoke_script(&invocation).ignore();
+        }
+        let mut conn = self.conn.clone();
+        match pipe.query_async::<()>(&mut conn).await {
+            Err(error)
+                if error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+            {
+                self.scripts.log_append.load_async(&mut conn).await?;
+                pipe.query_async::<()>(&mut conn).await?;
+            }
+            other => other?,
+        }
+        Ok(())
+    }
+
+    /// The job's decision log (oldest first) and how many entries were ever appended.
+    pub(crate) async fn log(&self, job: Uuid) -> Result<(Vec<String>, u64), Error> {
+        let mut conn = self.conn.clone();
+        let (entries, count): (Vec<String>, Option<u64>) = redis::pipe()
+            .lrange(keys::log(job), 0, -1)
+            .hget(keys::job(job), keys::field::LOG_COUNT)
+            .query_async(&mut conn)
+            .await?;
+        let count = count.unwrap_or(entries.len() as u64);
+        Ok((entries, count))
+    }
+
     pub(crate) async fn create(
         &self,
         job: Uuid,
@@ -268,6 +335,13 @@ impl Store {
             if record.retryable { "1" } else { "0" }.to_owned(),
             step.retry.max_attempts.to_string(),
             record.delay_ms.to_string(),
+            record.usage.map_or(0, |u| u.input_tokens).to_string(),
+            record.usage.map_or(0, |u| u.output_tokens).to_string(),
+            record.cost_nanos.to_string(),
+            record
+                .usage
+                .and_then(|u| u.model.clone())
+                .unwrap_or_default(),
         ];
         let mut timers = Vec::new();
         if record.kind == RecordKind::Ok {
@@ -631,6 +705,7 @@ fn parse_transition(value: redis::Value) -> Result<Transition, Error> {
     let status = text("status")?;
     let detail = text("detail")?;
     let input = text("input")?;
+    let started = Started::parse(&text("started")?);
     let mut dispatch = Vec::new();
     for item in items {
         let parts: Vec<String> =
@@ -655,6 +730,7 @@ fn parse_transition(value: redis::Value) -> Result<Transition, Error> {
         status,
         detail,
         input,
+        started,
         dispatch,
     })
 }

@@ -31,6 +31,12 @@ pub fn job(job: Uuid) -> String {
     format!("baton:{{{job}}}:job")
 }
 
+/// The job's decision log: a Redis list of event JSON, in the job's hash slot, expiring with
+/// the job.
+pub fn log(job: Uuid) -> String {
+    format!("baton:{{{job}}}:log")
+}
+
 /// Maps a submitter's idempotency key to its job id.
 pub fn idempotency(key: &str) -> String {
     format!("baton:idem:{key}")
@@ -59,6 +65,12 @@ pub mod field {
     pub const OUTPUT: &str = "output";
     pub const ERROR: &str = "error";
     pub const IDEMPOTENCY_KEY: &str = "idem";
+    /// Token and cost totals of the job (input tokens, output tokens, nano-dollars).
+    pub const USAGE_INPUT: &str = "ui";
+    pub const USAGE_OUTPUT: &str = "uo";
+    pub const USAGE_COST: &str = "uc";
+    /// Decision-log entries ever appended (the list keeps the newest).
+    pub const LOG_COUNT: &str = "lg";
 
     pub fn step_status(step: &str) -> String {
         format!("s.{step}")
@@ -78,6 +90,23 @@ pub mod field {
     /// Deadline of the running attempt (unix ms).
     pub fn step_deadline(step: &str) -> String {
         format!("d.{step}")
+    }
+    /// When the step's first attempt started (unix ms).
+    pub fn step_started(step: &str) -> String {
+        format!("t.{step}")
+    }
+    /// When the step's current attempt started (unix ms).
+    pub fn attempt_started(step: &str) -> String {
+        format!("ta.{step}")
+    }
+    /// Token and cost totals of the step's attempts, and the last model reported.
+    pub fn step_usage(step: &str) -> [String; 4] {
+        [
+            format!("ui.{step}"),
+            format!("uo.{step}"),
+            format!("uc.{step}"),
+            format!("um.{step}"),
+        ]
     }
     /// The reconciler's note on the running attempt: where its task sits in the broker.
     pub fn step_reconcile(step: &str) -> String {

@@ -183,6 +183,9 @@ pub struct StatusReply {
     pub output: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Tokens and cost of all steps, once any attempt reported usage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<UsageTotals>,
     pub created_ms: u64,
     pub updated_ms: u64,
 }
@@ -196,6 +199,9 @@ pub struct StepView {
     pub output: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<Failure>,
+    /// Tokens and cost of all the step's attempts, once one reported usage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<UsageTotals>,
 }
 
 /// How an attempt failed.
@@ -259,6 +265,33 @@ pub struct TaskResult {
     /// How long the agent worked on it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_ms: Option<u64>,
+    /// Tokens the agent spent on this attempt, as it reported them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+}
+
+/// Token usage an agent reports for one attempt (the OpenTelemetry GenAI conventions'
+/// `gen_ai.usage.input_tokens`, `gen_ai.usage.output_tokens` and `gen_ai.request.model`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    #[serde(default)]
+    pub input_tokens: u64,
+    #[serde(default)]
+    pub output_tokens: u64,
+}
+
+/// Tokens and cost, as totals of a step (all its attempts) or a job (all its steps).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct UsageTotals {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    /// Cost in US dollars from the coordinator's price table; exact to the nano-dollar.
+    pub cost_usd: f64,
+    /// The model of the last attempt that reported one (steps only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
 }
 
 /// An agent's error in a result.
@@ -290,6 +323,55 @@ pub struct MaxDeliveriesAdvisory {
     pub deliveries: u64,
 }
 
+/// Body of `baton.jobs.trace`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TraceRequest {
+    pub job_id: Uuid,
+}
+
+/// Reply to `baton.jobs.trace`: everything needed to explain a job, and to replay it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TraceReply {
+    /// The job's status, as `baton.jobs.status` gives it.
+    pub job: StatusReply,
+    /// The plan as submitted (JSON).
+    pub plan: Value,
+    /// The job input.
+    pub input: Value,
+    /// The decision log, oldest first: the job's events as they were published.
+    pub decisions: Vec<Event>,
+    /// Entries no longer kept (the log keeps the newest `max_log_entries`).
+    #[serde(default)]
+    pub dropped: u64,
+}
+
+/// Body of `baton.jobs.rerun`: starts a new job with the same plan and input. Steps that are
+/// neither `from` nor downstream of it keep the outputs they recorded in the original job
+/// (each must have succeeded there); `from` and everything downstream of it run live.
+/// Replied to with a [`SubmitReply`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RerunRequest {
+    pub job_id: Uuid,
+    pub from: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+}
+
+/// A message on `baton.progress.<job_id>`: something an agent reported while it worked
+/// (partial output, LLM tokens, a percentage). Core NATS: not stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Progress {
+    pub job_id: Uuid,
+    pub step_id: String,
+    pub attempt: u32,
+    /// 1, 2, … within the attempt, so a reader can spot a gap.
+    pub seq: u64,
+    pub ts_ms: u64,
+    pub data: Value,
+}
+
 /// One event on `baton.events.<job_id>`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
@@ -299,7 +381,8 @@ pub struct Event {
     pub kind: EventKind,
 }
 
-/// What happened.
+/// What happened. The events of a job are also its decision log (`baton.jobs.trace`):
+/// what the orchestrator decided, and from what.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum EventKind {
@@ -312,30 +395,56 @@ pub enum EventKind {
         step_id: String,
         agent: String,
         attempt: u32,
+        /// Size of the attempt's input (JSON bytes).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        input_bytes: Option<u64>,
+        /// SHA-256 of the attempt's input JSON, hex.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        input_sha256: Option<String>,
     },
     StepSucceeded {
         step_id: String,
         attempt: u32,
+        #[serde(flatten)]
+        report: AttemptReport,
     },
     StepFailed {
         step_id: String,
         attempt: u32,
         error: Failure,
+        #[serde(flatten)]
+        report: AttemptReport,
     },
     RetryScheduled {
         step_id: String,
+        /// The next attempt.
         attempt: u32,
         delay_ms: u64,
+        /// How the previous attempt failed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        class: Option<FailureClass>,
     },
     StepEscalated {
         step_id: String,
         attempt: u32,
         escalation_id: String,
     },
+    /// The step's last task went to `baton.dlq.<agent>`.
+    StepDeadLettered {
+        step_id: String,
+        attempt: u32,
+        agent: String,
+        reason: String,
+    },
     EscalationResolved {
         step_id: String,
         escalation_id: String,
         action: ResolveAction,
+        /// Who resolved it, as the request said.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
     },
     ResultFenced {
         step_id: String,
@@ -349,10 +458,31 @@ pub enum EventKind {
         attempt: u32,
         reason: String,
     },
-    JobSucceeded,
+    JobSucceeded {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        usage: Option<UsageTotals>,
+    },
     JobFailed {
         error: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        usage: Option<UsageTotals>,
     },
+}
+
+/// What the coordinator knew about an attempt when it recorded its outcome.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AttemptReport {
+    /// From the attempt's dispatch to its outcome being recorded, as the coordinator saw it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<u64>,
+    /// How long the agent worked, as the worker reported it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+    /// Tokens and cost of this attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<UsageTotals>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<String>,
 }
 
 /// Body of `baton.escalations.list`.
@@ -425,6 +555,9 @@ pub struct ResolveEscalationRequest {
     /// Optional note, e.g. why the job was failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Who resolves it (a name or an e-mail address); kept in the job's decision log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -451,6 +584,8 @@ mod tests {
                 step_id: "a".into(),
                 agent: "sim".into(),
                 attempt: 1,
+                input_bytes: None,
+                input_sha256: None,
             },
         };
         assert_eq!(

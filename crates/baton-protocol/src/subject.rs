@@ -13,6 +13,12 @@ pub const ENQUEUE: &str = "baton.jobs.enqueue";
 /// Request/reply: job status by id or idempotency key.
 pub const STATUS: &str = "baton.jobs.status";
 /// Request/reply: list open escalations.
+/// A job's status, plan, input and decision log, for `baton trace` and `baton replay`.
+pub const TRACE: &str = "baton.jobs.trace";
+/// Starts a new job that reuses a finished job's outputs up to a step.
+pub const RERUN: &str = "baton.jobs.rerun";
+/// Progress of every job's agents.
+pub const PROGRESS_ALL: &str = "baton.progress.>";
 pub const ESCALATIONS_LIST: &str = "baton.escalations.list";
 /// Request/reply: one escalation by id.
 pub const ESCALATIONS_GET: &str = "baton.escalations.get";
@@ -60,6 +66,11 @@ pub const DLQ_RESULTS: &str = "baton.dlq._results";
 /// Events of one job.
 pub fn events(job: Uuid) -> String {
     format!("baton.events.{job}")
+}
+
+/// Progress an agent publishes while it works on one of the job's steps (core NATS).
+pub fn progress(job: Uuid) -> String {
+    format!("baton.progress.{job}")
 }
 
 /// The agent type a task or result subject belongs to, if it is one.

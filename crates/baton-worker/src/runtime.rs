@@ -17,7 +17,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::agent::{Agent, Task};
+use crate::agent::{Agent, Reporter, Task};
 
 /// Why a worker stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -93,6 +93,7 @@ struct Shared<A> {
     options: WorkerOptions,
     agent: Arc<A>,
     js: jetstream::Context,
+    client: async_nats::Client,
     /// Fired when the drain timeout passes: tasks still running hand their message back.
     hard_stop: CancellationToken,
 }
@@ -124,6 +125,7 @@ impl<A: Agent> Worker<A> {
             options: self.options.clone(),
             agent: self.agent,
             js,
+            client: client.clone(),
             hard_stop: CancellationToken::new(),
         });
         let limit = Arc::new(Semaphore::new(self.options.concurrency));
@@ -222,6 +224,7 @@ impl<A: Agent> Shared<A> {
             agent: wire.agent,
             input: wire.input,
             deadline_ms: wire.deadline_ms,
+            reporter: Reporter::connected(self.client.clone()),
         };
         let remaining = task.remaining();
         if remaining.is_zero() {
@@ -232,6 +235,7 @@ impl<A: Agent> Shared<A> {
         let (job, step, attempt) = (task.job_id, task.step_id.clone(), task.attempt);
         let started = std::time::Instant::now();
         let agent = self.agent.clone();
+        let reporter = task.reporter.clone();
         // Its own task, so a panicking agent fails the attempt instead of the worker.
         let mut work = tokio::spawn(async move { agent.process(task).await });
         // First beat one period from now. (Awaiting an interval's immediate first tick costs a
@@ -286,6 +290,7 @@ impl<A: Agent> Shared<A> {
             error,
             worker: Some(self.options.worker_id.clone()),
             duration_ms: Some(started.elapsed().as_millis() as u64),
+            usage: reporter.take_usage(),
         };
         let mut payload = serde_json::to_vec(&result).unwrap_or_default();
         if payload.len() > self.options.max_payload_bytes {

@@ -60,13 +60,15 @@ local function dispatch_item(step, attempt, needs)
   return item
 end
 
--- Reply: outcome, job status, detail, job input (only when something is dispatched), items.
-local function reply(outcome, status, detail, items)
-  local out = { outcome, status, detail or '' }
+-- Reply: outcome, job status, detail, job input (only when something is dispatched),
+-- started ('<attempt start ms>:<step start ms>' of the step a result was recorded for, or
+-- ''), then the dispatch items.
+local function reply(outcome, status, detail, items, started)
+  local out = { outcome, status, detail or '', '', started or '' }
   if items and #items > 0 then
     out[4] = get('input')
     for i, item in ipairs(items) do
-      out[4 + i] = item
+      out[5 + i] = item
     end
   end
   return out
@@ -83,7 +85,7 @@ local function succeed(step, output, dependents, sinks)
     local waiting = redis.call('HINCRBY', job, f('w', dep.id), -1)
     if waiting <= 0 and get(f('s', dep.id)) == 'waiting' then
       redis.call('HSET', job, f('s', dep.id), 'running', f('a', dep.id), 1,
-        f('d', dep.id), now + dep.timeout)
+        f('d', dep.id), now + dep.timeout, f('t', dep.id), now, f('ta', dep.id), now)
       items[#items + 1] = dispatch_item(dep.id, 1, dep.needs)
     end
   end

@@ -16,7 +16,8 @@ local items = {}
 for _, step in ipairs(steps) do
   if #step.needs == 0 then
     redis.call('HSET', job, f('s', step.id), 'running', f('a', step.id), 1, f('b', step.id), 0,
-      f('w', step.id), 0, f('d', step.id), now + step.timeout)
+      f('w', step.id), 0, f('d', step.id), now + step.timeout, f('t', step.id), now,
+      f('ta', step.id), now)
     items[#items + 1] = dispatch_item(step.id, 1, step.needs)
   else
     redis.call('HSET', job, f('s', step.id), 'waiting', f('a', step.id), 0, f('b', step.id), 0,

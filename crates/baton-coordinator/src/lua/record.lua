@@ -2,8 +2,10 @@
 -- of a running step counts, so a duplicate or late result is recorded at most once and never
 -- overwrites a newer attempt.
 -- ARGV after the prelude: step, attempt, kind ('ok' | 'fail' | 'timeout'), payload (output
--- or failure JSON), retryable ('1'/'0'), max_attempts, retry delay (ms), dependents
--- (read_steps), sinks (read_list).
+-- or failure JSON), retryable ('1'/'0'), max_attempts, retry delay (ms),
+-- usage (input tokens, output tokens, cost in nano-dollars, model or ''), dependents
+-- (read_steps), sinks (read_list). Usage counts for every attempt that is recorded, failed
+-- ones included; a fenced result's does not.
 local step = arg()
 local attempt = tonumber(arg())
 local kind = arg()
@@ -11,6 +13,10 @@ local payload = arg()
 local retryable = arg() == '1'
 local max_attempts = tonumber(arg())
 local delay = tonumber(arg())
+local usage_in = tonumber(arg())
+local usage_out = tonumber(arg())
+local usage_cost = tonumber(arg())
+local model = arg()
 
 local status = get('status')
 if not status then
@@ -19,16 +25,30 @@ end
 if ended(status) then
   return reply('ended', status)
 end
-local current = get(f('s', step)) or ''
-local current_attempt = tonumber(get(f('a', step)) or '0')
+local fields = redis.call('HMGET', job, f('s', step), f('a', step), f('d', step), f('ta', step),
+  f('t', step))
+local current = fields[1] or ''
+local current_attempt = tonumber(fields[2] or '0')
 if current ~= 'running' or current_attempt ~= attempt then
   return reply('stale', status, current .. ':' .. current_attempt)
 end
 if kind == 'timeout' then
-  local due = tonumber(get(f('d', step)) or '0')
+  local due = tonumber(fields[3] or '0')
   if due > now then
     return reply('later', status, tostring(due))
   end
+end
+local started = (fields[4] or '') .. ':' .. (fields[5] or '')
+if usage_in > 0 or usage_out > 0 or usage_cost > 0 or model ~= '' then
+  redis.call('HINCRBY', job, f('ui', step), usage_in)
+  redis.call('HINCRBY', job, f('uo', step), usage_out)
+  redis.call('HINCRBY', job, f('uc', step), usage_cost)
+  if model ~= '' then
+    redis.call('HSET', job, f('um', step), model)
+  end
+  redis.call('HINCRBY', job, 'ui', usage_in)
+  redis.call('HINCRBY', job, 'uo', usage_out)
+  redis.call('HINCRBY', job, 'uc', usage_cost)
 end
 
 if kind == 'ok' then
@@ -36,7 +56,7 @@ if kind == 'ok' then
   local sinks = read_list()
   local new_status, items = succeed(step, payload, dependents, sinks)
   touch(ended(new_status))
-  return reply('succeeded', new_status, '', items)
+  return reply('succeeded', new_status, '', items, started)
 end
 
 redis.call('HSET', job, f('e', step), payload)
@@ -45,10 +65,10 @@ if retryable and (attempt - base) < max_attempts then
   redis.call('HSET', job, f('s', step), 'retrying', f('a', step), attempt + 1,
     f('d', step), now + delay)
   touch(false)
-  return reply('retry', status, tostring(attempt + 1))
+  return reply('retry', status, tostring(attempt + 1), nil, started)
 end
 redis.call('HSET', job, f('s', step), 'escalated', 'status', 'escalated')
 redis.call('HDEL', job, f('d', step))
 redis.call('HINCRBY', job, 'escalated', 1)
 touch(false)
-return reply('escalated', 'escalated')
+return reply('escalated', 'escalated', '', nil, started)

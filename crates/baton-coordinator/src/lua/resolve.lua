@@ -35,7 +35,7 @@ elseif action == 'retry' then
   -- A fresh retry budget: attempts already spent become the base.
   local attempt = tonumber(get(f('a', step)) or '0')
   redis.call('HSET', job, f('s', step), 'running', f('a', step), attempt + 1,
-    f('b', step), attempt, f('d', step), now + timeout)
+    f('b', step), attempt, f('d', step), now + timeout, f('ta', step), now)
   if payload ~= '' then
     redis.call('HSET', job, f('i', step), payload)
   end

@@ -20,6 +20,6 @@ local due = tonumber(get(f('d', step)) or '0')
 if due > now then
   return reply('later', status, tostring(due))
 end
-redis.call('HSET', job, f('s', step), 'running', f('d', step), now + timeout)
+redis.call('HSET', job, f('s', step), 'running', f('d', step), now + timeout, f('ta', step), now)
 touch(false)
 return reply('dispatched', status, '', { dispatch_item(step, attempt, needs) })

@@ -1,0 +1,118 @@
+//! The decision log: every event a replica publishes is also appended to its job's log in
+//! Redis (`baton:{<job>}:log`), which `baton.jobs.trace` reads back.
+//!
+//! Appends are group-committed off the hot path: events queue in memory and one writer sends
+//! whatever has queued as one pipeline (one script call per job), in the order the events were
+//! published. A replica that dies loses the entries it had not written yet (a few
+//! milliseconds' worth); the transitions themselves are in the job hash, so nothing but the
+//! explanation is lost.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::store::Store;
+
+/// Most entries sent in one round trip.
+const BATCH: usize = 4096;
+/// Most entries of one job in one script call (Lua's `unpack` has a stack limit).
+const PER_CALL: usize = 1000;
+
+/// Queues entries for the writer. Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct DecisionLog {
+    tx: mpsc::UnboundedSender<(Uuid, String)>,
+}
+
+impl DecisionLog {
+    /// Starts the writer; it writes until `stop` is cancelled, then writes what is queued and
+    /// ends.
+    pub(crate) fn spawn(
+        store: Store,
+        stop: CancellationToken,
+    ) -> (Self, tokio::task::JoinHandle<()>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let writer = tokio::spawn(write(store, rx, stop));
+        (Self { tx }, writer)
+    }
+
+    pub(crate) fn append(&self, job: Uuid, entry: String) {
+        // Fails only once the writer has ended, after shutdown.
+        let _ = self.tx.send((job, entry));
+    }
+}
+
+async fn write(
+    store: Store,
+    mut rx: mpsc::UnboundedReceiver<(Uuid, String)>,
+    stop: CancellationToken,
+) {
+    let mut batch = Vec::with_capacity(BATCH);
+    loop {
+        let first = tokio::select! {
+            first = rx.recv() => first,
+            () = stop.cancelled() => None,
+        };
+        let Some(first) = first else {
+            // Stopping: write what is left.
+            while let Ok(entry) = rx.try_recv() {
+                batch.push(entry);
+                if batch.len() == BATCH {
+                    flush(&store, &mut batch).await;
+                }
+            }
+            flush(&store, &mut batch).await;
+            return;
+        };
+        batch.push(first);
+        while batch.len() < BATCH {
+            match rx.try_recv() {
+                Ok(entry) => batch.push(entry),
+                Err(_) => break,
+            }
+        }
+        flush(&store, &mut batch).await;
+    }
+}
+
+/// Writes a batch grouped by job, keeping each job's order.
+async fn flush(store: &Store, batch: &mut Vec<(Uuid, String)>) {
+    if batch.is_empty() {
+        return;
+    }
+    let mut groups: Vec<(Uuid, Vec<String>)> = Vec::new();
+    let mut index: HashMap<Uuid, usize> = HashMap::new();
+    for (job, entry) in batch.drain(..) {
+        let at = *index.entry(job).or_insert_with(|| {
+            groups.push((job, Vec::new()));
+            groups.len() - 1
+        });
+        let entries = &mut groups[at].1;
+        if entries.len() == PER_CALL {
+            // Start a new call for this job, after the full one.
+            groups.push((job, Vec::new()));
+            index.insert(job, groups.len() - 1);
+            let last = groups.len() - 1;
+            groups[last].1.push(entry);
+        } else {
+            entries.push(entry);
+        }
+    }
+    let append = || store.append_log(&groups);
+    let written = append
+        .retry(
+            ExponentialBuilder::default()
+                .with_min_delay(Duration::from_millis(50))
+                .with_max_delay(Duration::from_secs(2))
+                .with_max_times(8),
+        )
+        .await;
+    if let Err(error) = written {
+        let entries: usize = groups.iter().map(|(_, e)| e.len()).sum();
+        tracing::warn!(error = %error, entries, "Decision-log entries not written");
+    }
+}
