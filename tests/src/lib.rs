@@ -296,6 +296,57 @@ impl Fleet {
         status
     }
 
+    /// The job's trace (`baton.jobs.trace`), once its decision log holds the job's end (or
+    /// its escalation, while escalated): the log is written a moment after the transitions.
+    pub async fn trace(&self, job: Uuid) -> baton_protocol::messages::TraceReply {
+        use baton_protocol::messages::{EventKind, TraceReply};
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let body = serde_json::to_vec(&json!({"job_id": job})).unwrap();
+            let reply = self
+                .client
+                .request(subject::TRACE, body.into())
+                .await
+                .unwrap();
+            let trace: TraceReply = serde_json::from_slice::<Reply<TraceReply>>(&reply.payload)
+                .unwrap()
+                .into_result()
+                .unwrap_or_else(|e| panic!("trace of {job}: {e:?}"));
+            let complete = match trace.job.status {
+                JobStatus::Succeeded | JobStatus::Failed => trace.decisions.iter().any(|e| {
+                    matches!(
+                        e.kind,
+                        EventKind::JobSucceeded { .. } | EventKind::JobFailed { .. }
+                    )
+                }),
+                JobStatus::Escalated => trace
+                    .decisions
+                    .iter()
+                    .any(|e| matches!(e.kind, EventKind::StepEscalated { .. })),
+                _ => true,
+            };
+            if complete || Instant::now() > deadline {
+                return trace;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Replays the job's recorded decisions on a scratch redis-server and asserts every one
+    /// matches the record.
+    pub async fn assert_replays(&self, job: Uuid) {
+        let trace = self.trace(job).await;
+        let scratch = RedisServer::start().unwrap();
+        let report = baton_coordinator::replay(&trace, None, &scratch.url())
+            .await
+            .unwrap();
+        assert!(
+            report.matches() && report.checked > 0,
+            "replay of {job} differs from the record: {report:#?}\ndecisions: {:#?}",
+            trace.decisions
+        );
+    }
+
     /// Starts recording every event on `baton.events.>`.
     pub async fn record_events(&self) -> EventLog {
         let mut subscription = self.client.subscribe(subject::EVENTS_ALL).await.unwrap();

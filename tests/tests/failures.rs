@@ -47,6 +47,7 @@ async fn a_step_that_fails_twice_succeeds_on_attempt_three_after_backoff() {
         let input = json!({"sim": {"fail": "error", "fail_attempts": 2}});
         let job = fleet.submit(one_step(retry, 5000), input).await;
         let status = fleet.wait_for(job, JobStatus::Succeeded, WAIT).await;
+        fleet.assert_replays(job).await;
         assert_eq!(status.steps["only"].attempts, 3);
         tokio::time::sleep(Duration::from_millis(100)).await;
         let log = events.of(job);
@@ -84,6 +85,7 @@ async fn a_step_that_times_out_is_retried_then_escalated() {
         .submit(one_step(retry, 400), json!({"sim": {"fail": "timeout"}}))
         .await;
     let status = fleet.wait_for(job, JobStatus::Escalated, WAIT).await;
+    fleet.assert_replays(job).await;
     let step = &status.steps["only"];
     assert_eq!(step.status, StepStatus::Escalated);
     assert_eq!(step.attempts, 2);
@@ -120,6 +122,7 @@ async fn a_step_that_always_fails_is_dead_lettered_and_escalated() {
     let input = json!({"sim": {"fail": "error"}, "n": 7});
     let job = fleet.submit(one_step(retry, 5000), input.clone()).await;
     let status = fleet.wait_for(job, JobStatus::Escalated, WAIT).await;
+    fleet.assert_replays(job).await;
     assert_eq!(status.steps["only"].attempts, 3);
     // The last task is in the dead-letter stream, with its input and error. It is published
     // just after the transition that status reports, so it may land a moment later.
@@ -158,6 +161,7 @@ async fn a_non_retryable_error_escalates_at_once() {
         )
         .await;
     let status = fleet.wait_for(job, JobStatus::Escalated, WAIT).await;
+    fleet.assert_replays(job).await;
     assert_eq!(status.steps["only"].attempts, 1);
     assert!(!status.steps["only"].error.as_ref().unwrap().retryable);
 }
@@ -188,6 +192,7 @@ async fn a_result_delivered_twice_is_recorded_once() {
         publish_result(&fleet, &forged, Some(&msg_id)).await;
     }
     let status = fleet.wait_for(job, JobStatus::Succeeded, WAIT).await;
+    fleet.assert_replays(job).await;
     assert_eq!(
         status.steps["a"].output,
         Some(json!({"input": {"x": 1}, "needs": {}}))
@@ -303,6 +308,7 @@ async fn an_output_that_breaks_the_output_schema_is_a_failed_attempt() {
         )
         .await;
     let status = fleet.wait_for(job, JobStatus::Succeeded, WAIT).await;
+    fleet.assert_replays(job).await;
     assert_eq!(status.steps["only"].attempts, 2);
     // A step whose every answer is invalid escalates with the schema violation as its error.
     let plan = json!({"steps": [{"id": "only", "agent": "sim",
@@ -312,6 +318,7 @@ async fn an_output_that_breaks_the_output_schema_is_a_failed_attempt() {
         .submit(plan, json!({"sim": {"fail": "invalid"}}))
         .await;
     let status = fleet.wait_for(job, JobStatus::Escalated, WAIT).await;
+    fleet.assert_replays(job).await;
     let error = status.steps["only"].error.clone().unwrap();
     assert_eq!(error.class, FailureClass::Invalid);
     assert!(error.message.contains("output_schema"), "{}", error.message);
@@ -331,6 +338,7 @@ async fn a_late_result_of_an_older_attempt_never_overwrites_a_newer_one() {
         )
         .await;
     let status = fleet.wait_for(job, JobStatus::Succeeded, WAIT).await;
+    fleet.assert_replays(job).await;
     assert_eq!(status.steps["only"].attempts, 2);
     // Attempt 1's answer finally arrives (a paused worker waking up).
     let late = json!({"job_id": job, "step_id": "only", "attempt": 1, "output": {"late": true}});

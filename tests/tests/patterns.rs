@@ -90,6 +90,7 @@ async fn patterns_complete_by_request_reply() {
         let input = json!({"case": name});
         let job = fleet.submit(plan, input.clone()).await;
         let status = fleet.wait_for(job, JobStatus::Succeeded, WAIT).await;
+        fleet.assert_replays(job).await;
         assert_eq!(status.steps.len(), steps, "{name}");
         for (id, step) in &status.steps {
             assert_eq!(step.status, StepStatus::Succeeded, "{name}/{id}");
@@ -114,6 +115,7 @@ async fn patterns_complete_by_durable_publish() {
         fleet.enqueue(plan, input.clone(), &key).await;
         let job = wait_for_key(&fleet, &key).await;
         let status = fleet.wait_for(job, JobStatus::Succeeded, WAIT).await;
+        fleet.assert_replays(job).await;
         check(status.output.as_ref().unwrap(), &input);
     }
 }
@@ -157,6 +159,7 @@ async fn job_published_while_coordinators_are_down_runs_when_one_starts() {
     fleet.wait_ready().await;
     let job = wait_for_key(&fleet, "while-down").await;
     let status = fleet.wait_for(job, JobStatus::Succeeded, WAIT).await;
+    fleet.assert_replays(job).await;
     check_diamond(status.output.as_ref().unwrap(), &json!({"queued": true}));
     // The idempotency key finds the same job.
     let by_key = fleet.status_by_key("while-down").await.unwrap();
@@ -174,6 +177,7 @@ async fn repeated_submit_with_an_idempotency_key_returns_the_same_job() {
     assert_eq!(second["existing"], json!(true));
     let job = serde_json::from_value(first["job_id"].clone()).unwrap();
     fleet.wait_for(job, JobStatus::Succeeded, WAIT).await;
+    fleet.assert_replays(job).await;
     // A durable publish with the same key does not start a second job either.
     fleet.enqueue(diamond(), json!(1), "same").await;
     tokio::time::sleep(Duration::from_millis(500)).await;

@@ -31,6 +31,10 @@ pub struct SubmitArgs {
     /// Wait until the job ends or escalates, then print its status.
     #[arg(long)]
     pub wait: bool,
+    /// Print the job's events and its agents' progress live until it ends or escalates
+    /// (exit 0 succeeded, 1 failed, 2 escalated).
+    #[arg(long, conflicts_with_all = ["wait", "durable"])]
+    pub follow: bool,
     /// Longest wait with --wait, in seconds.
     #[arg(long, default_value_t = 300)]
     pub timeout_secs: u64,
@@ -105,6 +109,14 @@ pub(crate) async fn submit(nats: &baton_nats::NatsArgs, args: SubmitArgs) -> any
         input,
         idempotency_key: args.idempotency_key,
     };
+    if args.follow {
+        // Subscribed to every job's events before the submit, so none of this job's is
+        // missed; then narrowed to the job once its id is known.
+        let watcher = crate::follow::Watcher::subscribe_all(&client).await?;
+        let reply: SubmitReply = client.request(subject::SUBMIT, &request).await?;
+        println!("{}", reply.job_id);
+        return watcher.follow(&client, reply.job_id, timeout).await;
+    }
     let reply: SubmitReply = client.request(subject::SUBMIT, &request).await?;
     println!("{}", reply.job_id);
     if !args.wait {

@@ -5,7 +5,10 @@ mod client;
 mod coordinator;
 mod dev;
 mod escalations;
+mod follow;
 mod jobs;
+mod replay;
+mod trace;
 
 use clap::{Parser, Subcommand};
 
@@ -33,6 +36,17 @@ pub enum Command {
     Submit(jobs::SubmitArgs),
     /// Show a job's status.
     Status(jobs::StatusArgs),
+    /// Print a job's events and its agents' progress live, until it ends or escalates.
+    Watch(follow::WatchArgs),
+    /// Explain a job: a waterfall of its attempts (start, duration, outcome, tokens, cost)
+    /// and every decision the orchestrator took, in order.
+    Trace(trace::TraceArgs),
+    /// Re-run the orchestrator's decisions for a job offline (on a scratch redis-server)
+    /// and report whether each matches the record. Exits 1 on a mismatch.
+    Replay(replay::ReplayArgs),
+    /// Start a new job from a recorded one: steps before --from keep their outputs, --from
+    /// and everything downstream of it run live.
+    Rerun(replay::RerunArgs),
     /// List, inspect and resolve escalated steps.
     #[command(subcommand)]
     Escalations(escalations::EscalationsCommand),
@@ -179,6 +193,10 @@ pub fn main() -> i32 {
             Command::Coordinator(args) => coordinator::run(&cli.nats, args).await,
             Command::Submit(args) => jobs::submit(&cli.nats, args).await,
             Command::Status(args) => jobs::status(&cli.nats, args).await,
+            Command::Watch(args) => follow::watch(&cli.nats, args).await,
+            Command::Trace(args) => trace::run(&cli.nats, args).await,
+            Command::Replay(args) => replay::replay(&cli.nats, args).await,
+            Command::Rerun(args) => replay::rerun(&cli.nats, args).await,
             Command::Escalations(command) => escalations::run(&cli.nats, command).await,
             Command::Bench(args) => bench(args).await,
             Command::Chaos(args) => chaos(args).await,

@@ -153,6 +153,11 @@ async fn escalations_are_listed_shown_and_resolved_three_ways() {
     let again = baton(&fleet, &["escalations", "resolve", &ids[2], "--fail"]).await;
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("not_found"));
+
+    // Each resolution replays: output, retry with a new input, fail.
+    for job in jobs {
+        fleet.assert_replays(job).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

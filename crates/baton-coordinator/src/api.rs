@@ -97,6 +97,14 @@ pub(crate) async fn handle(
                 .map(|r| encode_reply(encoding, &r)),
             Err(error) => Err(error.into()),
         },
+        subject::RERUN => {
+            match encoding.decode::<baton_protocol::messages::RerunRequest>(payload, max) {
+                Ok(request) => engine.rerun(request).await.map(|(job_id, existing)| {
+                    encode_reply(encoding, &SubmitReply { job_id, existing })
+                }),
+                Err(error) => Err(error.into()),
+            }
+        }
         subject::TRACE => match encoding.decode::<TraceRequest>(payload, max) {
             Ok(request) => trace(engine, request.job_id)
                 .await
@@ -254,6 +262,24 @@ async fn trace(engine: &Engine, job: Uuid) -> Result<TraceReply, ApiError> {
     };
     let plan = parse(fields.next().flatten());
     let input = parse(fields.next().flatten());
+    let override_fields: Vec<String> = engine
+        .plan(job)
+        .await?
+        .map(|plan| {
+            plan.steps()
+                .iter()
+                .map(|s| field::step_input(s.id.as_str()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut input_overrides = BTreeMap::new();
+    let values = engine.store.job_fields(job, &override_fields).await?;
+    for (name, value) in override_fields.iter().zip(values) {
+        if let Some(value) = value.and_then(|raw| serde_json::from_str(&raw).ok()) {
+            let step = name.trim_start_matches("i.").to_owned();
+            input_overrides.insert(step, value);
+        }
+    }
     let (entries, count) = engine.store.log(job).await?;
     let decisions: Vec<_> = entries
         .iter()
@@ -265,6 +291,7 @@ async fn trace(engine: &Engine, job: Uuid) -> Result<TraceReply, ApiError> {
         input,
         dropped: count.saturating_sub(entries.len() as u64),
         decisions,
+        input_overrides,
     })
 }
 
@@ -385,16 +412,7 @@ async fn resolve(
             };
             ("retry", input)
         }
-        ResolveAction::Fail => {
-            let reason = request
-                .reason
-                .clone()
-                .unwrap_or_else(|| "failed by a human".into());
-            (
-                "fail",
-                format!("step {step_id} escalated and was failed by a human: {reason}"),
-            )
-        }
+        ResolveAction::Fail => ("fail", failed_by_human(step_id, request.reason.as_deref())),
     };
     let attempts = engine
         .store
@@ -489,6 +507,12 @@ async fn resolve(
         action: request.action,
         job_status,
     })
+}
+
+/// The job error a human's `fail` records.
+pub(crate) fn failed_by_human(step_id: &str, reason: Option<&str>) -> String {
+    let reason = reason.unwrap_or("failed by a human");
+    format!("step {step_id} escalated and was failed by a human: {reason}")
 }
 
 fn check_value(value: &Value, max_depth: usize, max_bytes: usize) -> Result<String, ApiError> {

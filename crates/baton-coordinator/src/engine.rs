@@ -109,6 +109,78 @@ impl Engine {
             .or(enqueued);
         let input = serde_json::to_string(&request.input)
             .map_err(|e| ApiError::new("invalid_request", e.to_string()))?;
+        self.start(plan, &input, mapping, Vec::new(), None).await
+    }
+
+    /// Starts a new job from a finished or running one: the same plan and input, with the
+    /// recorded outputs of every step that is neither `from` nor downstream of it.
+    pub(crate) async fn rerun(
+        &self,
+        request: baton_protocol::messages::RerunRequest,
+    ) -> Result<(Uuid, bool), ApiError> {
+        if let Some(key) = &request.idempotency_key {
+            check_idempotency_key(key)?;
+        }
+        let source = request.job_id;
+        let not_found = || {
+            ApiError::new(
+                "not_found",
+                format!("job {source} does not exist (or its retention ended)"),
+            )
+        };
+        let plan = self.plan(source).await?.ok_or_else(not_found)?;
+        if plan.step(&request.from).is_none() {
+            return Err(ApiError::new(
+                "unknown_step",
+                format!("job {source} has no step {:?}", request.from),
+            ));
+        }
+        let live = plan.downstream(&request.from);
+        let reused: Vec<&Step> = plan
+            .steps()
+            .iter()
+            .filter(|step| !live.contains(step.id.as_str()))
+            .collect();
+        let mut fields = vec![keys::field::INPUT.to_owned()];
+        for step in &reused {
+            fields.push(keys::field::step_status(step.id.as_str()));
+            fields.push(keys::field::step_output(step.id.as_str()));
+        }
+        let mut values = self.store.job_fields(source, &fields).await?.into_iter();
+        let input = values.next().flatten().ok_or_else(not_found)?;
+        let mut outputs = Vec::with_capacity(reused.len());
+        for step in &reused {
+            let status = values.next().flatten();
+            let output = values.next().flatten();
+            match (status.as_deref(), output) {
+                (Some("succeeded"), Some(output)) => outputs.push((step.id.to_string(), output)),
+                _ => {
+                    return Err(ApiError::new(
+                        "not_reusable",
+                        format!(
+                            "step {} of job {source} has no output to reuse ({}); rerun from an earlier step",
+                            step.id,
+                            status.as_deref().unwrap_or("unknown"),
+                        ),
+                    ));
+                }
+            }
+        }
+        let mapping = request.idempotency_key.as_deref().map(keys::idempotency);
+        let plan = Plan::clone(&plan);
+        self.start(plan, &input, mapping, outputs, Some(source))
+            .await
+    }
+
+    /// Creates a job (idempotently, under `mapping`) and publishes its first tasks.
+    async fn start(
+        &self,
+        plan: Plan,
+        input: &str,
+        mapping: Option<String>,
+        reused: Vec<(String, String)>,
+        source: Option<Uuid>,
+    ) -> Result<(Uuid, bool), ApiError> {
         let mut job = Uuid::now_v7();
         if let Some(mapping) = &mapping {
             let (owner, age) = self.store.claim_idempotency(mapping, job).await?;
@@ -127,22 +199,40 @@ impl Engine {
         let now = now_ms();
         let transition = self
             .store
-            .create(job, &plan, &input, mapping.as_deref(), now)
+            .create(job, &plan, input, mapping.as_deref(), &reused, now)
             .await?;
         if transition.outcome == "exists" {
             return Ok((job, true));
         }
         let plan = Arc::new(plan);
         self.plans.insert(job, plan.clone());
-        self.event(
+        self.event_at(
             job,
+            now,
             EventKind::JobCreated {
                 plan: plan.name().map(str::to_owned),
                 steps: plan.steps().len(),
             },
         )
         .await;
-        self.note_timers(plan.roots().map(|s| self.store.first_check(s, now)));
+        if let Some(source) = source {
+            for (step_id, _) in &reused {
+                self.event_at(
+                    job,
+                    now,
+                    EventKind::StepReused {
+                        step_id: step_id.clone(),
+                        source_job: source,
+                    },
+                )
+                .await;
+            }
+        }
+        let reused: std::collections::HashSet<&str> =
+            reused.iter().map(|(step, _)| step.as_str()).collect();
+        self.note_timers(
+            store::initial_steps(&plan, &reused).map(|s| self.store.first_check(s, now)),
+        );
         self.apply(job, &plan, transition).await;
         Ok((job, false))
     }

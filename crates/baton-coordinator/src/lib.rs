@@ -11,6 +11,7 @@ mod decisions;
 mod engine;
 mod options;
 mod reconcile;
+mod replay;
 mod store;
 mod timers;
 
@@ -25,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use options::{Options, Price};
+pub use replay::{Mismatch, ReplayError, ReplayReport, replay};
 pub use store::Error as StoreError;
 
 /// Why the coordinator could not start.

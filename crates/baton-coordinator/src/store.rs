@@ -292,6 +292,7 @@ impl Store {
         plan: &Plan,
         input: &str,
         idempotency_key: Option<&str>,
+        reused: &[(String, String)],
         now: u64,
     ) -> Result<Transition, Error> {
         let mut args = vec![
@@ -300,8 +301,14 @@ impl Store {
             idempotency_key.unwrap_or_default().to_owned(),
         ];
         push_steps(&mut args, plan.steps().iter());
-        let timers: Vec<_> = plan
-            .roots()
+        args.push(reused.len().to_string());
+        for (step, output) in reused {
+            args.push(step.clone());
+            args.push(output.clone());
+        }
+        let reused_ids: std::collections::HashSet<&str> =
+            reused.iter().map(|(step, _)| step.as_str()).collect();
+        let timers: Vec<_> = initial_steps(plan, &reused_ids)
             .map(|step| {
                 (
                     timer(job, step, 1, keys::TimerKind::Timeout),
@@ -652,6 +659,17 @@ impl Store {
             .query_async(&mut self.conn.clone())
             .await?)
     }
+}
+
+/// The steps a new job starts with: not reused, and every need reused (roots, without reuse).
+pub(crate) fn initial_steps<'a>(
+    plan: &'a Plan,
+    reused: &'a std::collections::HashSet<&str>,
+) -> impl Iterator<Item = &'a Step> + 'a {
+    plan.steps().iter().filter(move |step| {
+        !reused.contains(step.id.as_str())
+            && step.needs.iter().all(|need| reused.contains(need.as_str()))
+    })
 }
 
 fn timer(job: Uuid, step: &Step, attempt: u32, kind: keys::TimerKind) -> TimerMember {

@@ -344,6 +344,9 @@ pub struct TraceReply {
     /// Entries no longer kept (the log keeps the newest `max_log_entries`).
     #[serde(default)]
     pub dropped: u64,
+    /// Inputs a human gave steps when resolving an escalation with `retry`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub input_overrides: BTreeMap<String, Value>,
 }
 
 /// Body of `baton.jobs.rerun`: starts a new job with the same plan and input. Steps that are
@@ -429,6 +432,8 @@ pub enum EventKind {
         attempt: u32,
         escalation_id: String,
     },
+    /// A rerun took the step's output from `source_job` instead of running it.
+    StepReused { step_id: String, source_job: Uuid },
     /// The step's last task went to `baton.dlq.<agent>`.
     StepDeadLettered {
         step_id: String,

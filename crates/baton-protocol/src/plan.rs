@@ -362,6 +362,22 @@ impl Plan {
         self.steps.iter().filter(|step| step.needs.is_empty())
     }
 
+    /// `id` and every step downstream of it (that needs it, directly or not). Empty when
+    /// `id` is not a step.
+    pub fn downstream(&self, id: &str) -> std::collections::BTreeSet<&str> {
+        let mut seen = std::collections::BTreeSet::new();
+        let Some(&start) = self.index.get(id) else {
+            return seen;
+        };
+        let mut stack = vec![start];
+        while let Some(i) = stack.pop() {
+            if seen.insert(self.steps[i].id.as_str()) {
+                stack.extend(self.dependents[i].iter().copied());
+            }
+        }
+        seen
+    }
+
     /// Steps nothing depends on: together their outputs are the job's output.
     pub fn sinks(&self) -> impl Iterator<Item = &Step> {
         self.steps

@@ -1,27 +1,47 @@
 -- Creates a job if it does not exist. ARGV after the prelude: plan, input, idempotency key,
--- then the steps (read_steps: roots are those with no needs).
+-- the steps (read_steps), then the reused outputs: a count, then (step, output JSON) pairs
+-- (a rerun: those steps start succeeded, with no attempt). Every other step starts running
+-- when all its needs are reused (or it has none), else waiting.
 local plan = arg()
 local input = arg()
 local idem = arg()
 local steps = read_steps()
+local reused = {}
+local reused_count = tonumber(arg())
+for _ = 1, reused_count do
+  local id = arg()
+  reused[id] = arg()
+end
 if redis.call('EXISTS', job) == 1 then
   return reply('exists', get('status'))
 end
 redis.call('HSET', job, 'status', 'running', 'plan', plan, 'input', input, 'created', now,
-  'updated', now, 'left', #steps, 'escalated', 0)
+  'updated', now, 'left', #steps - reused_count, 'escalated', 0)
 if idem ~= '' then
   redis.call('HSET', job, 'idem', idem)
 end
+for id, output in pairs(reused) do
+  redis.call('HSET', job, f('s', id), 'succeeded', f('o', id), output, f('a', id), 0,
+    f('b', id), 0, f('w', id), 0)
+end
 local items = {}
 for _, step in ipairs(steps) do
-  if #step.needs == 0 then
-    redis.call('HSET', job, f('s', step.id), 'running', f('a', step.id), 1, f('b', step.id), 0,
-      f('w', step.id), 0, f('d', step.id), now + step.timeout, f('t', step.id), now,
-      f('ta', step.id), now)
-    items[#items + 1] = dispatch_item(step.id, 1, step.needs)
-  else
-    redis.call('HSET', job, f('s', step.id), 'waiting', f('a', step.id), 0, f('b', step.id), 0,
-      f('w', step.id), #step.needs)
+  if not reused[step.id] then
+    local waiting = 0
+    for _, need in ipairs(step.needs) do
+      if not reused[need] then
+        waiting = waiting + 1
+      end
+    end
+    if waiting == 0 then
+      redis.call('HSET', job, f('s', step.id), 'running', f('a', step.id), 1, f('b', step.id), 0,
+        f('w', step.id), 0, f('d', step.id), now + step.timeout, f('t', step.id), now,
+        f('ta', step.id), now)
+      items[#items + 1] = dispatch_item(step.id, 1, step.needs)
+    else
+      redis.call('HSET', job, f('s', step.id), 'waiting', f('a', step.id), 0, f('b', step.id), 0,
+        f('w', step.id), waiting)
+    end
   end
 end
 touch(false)

@@ -1,0 +1,498 @@
+//! Replay: re-runs the coordinator's decisions for a recorded job, offline, and compares them
+//! with the job's decision log — a regression check for the orchestrator itself.
+//!
+//! The replay drives the same transition scripts the coordinator runs (on a scratch Redis),
+//! feeding them the job's recorded facts in the order they happened: the results agents sent
+//! (outputs from the job's state, failures from the log), timeouts, the ends of retry
+//! backoffs and humans' resolutions, each at its recorded time. What the scripts and the
+//! engine decide in answer — which attempts to dispatch and with which input, retries and
+//! their delays, escalations, the job's end — is compared, step by step and in order, with
+//! what the log says was decided. A changed plan (`plan_override`), e.g. another retry
+//! policy, shows up as mismatches.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use baton_protocol::keys;
+use baton_protocol::messages::{EventKind, FailureClass, ResolveAction, TraceReply};
+use baton_protocol::plan::{Plan, Step};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::engine::{InputDigest, step_input};
+use crate::store::{self, Record, RecordKind, Resolution, Store, Transition};
+
+/// Why a replay could not run at all (as opposed to finding mismatches).
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error("the plan cannot be used: {0}")]
+    Plan(String),
+    #[error("the scratch Redis failed: {0}")]
+    Store(#[from] store::Error),
+    #[error("{0}")]
+    Incomplete(String),
+}
+
+/// What a replay found.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReplayReport {
+    pub job_id: Uuid,
+    /// Decisions compared.
+    pub checked: usize,
+    /// Decisions that differ; empty when the replay matches the record.
+    pub mismatches: Vec<Mismatch>,
+}
+
+impl ReplayReport {
+    pub fn matches(&self) -> bool {
+        self.mismatches.is_empty()
+    }
+}
+
+/// One decision that differs: what the log says and what the replay decided (`None` when
+/// one side has no decision at that place).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Mismatch {
+    /// The step, or `job` for the job's end.
+    pub scope: String,
+    pub recorded: Option<String>,
+    pub replayed: Option<String>,
+}
+
+/// Replays `trace` against the Redis at `redis_url`, which should be a scratch server: the
+/// replay creates a job under a fresh id (and timer entries nobody fires).
+pub async fn replay(
+    trace: &TraceReply,
+    plan_override: Option<serde_json::Value>,
+    redis_url: &str,
+) -> Result<ReplayReport, ReplayError> {
+    if trace.dropped > 0 {
+        return Err(ReplayError::Incomplete(format!(
+            "the job's decision log lost its {} oldest entries (max_log_entries); it cannot be replayed",
+            trace.dropped
+        )));
+    }
+    let limits = baton_protocol::Limits {
+        max_steps: 100_000,
+        ..baton_protocol::Limits::default()
+    };
+    let plan = Plan::from_value(plan_override.unwrap_or_else(|| trace.plan.clone()), &limits)
+        .map_err(|e| ReplayError::Plan(e.to_string()))?;
+    let options = crate::Options {
+        redis_url: redis_url.to_owned(),
+        ..crate::Options::default()
+    };
+    let ttl = store::Ttl {
+        running: Duration::from_secs(3600),
+        retention: Duration::from_secs(3600),
+        reconcile_after: Duration::from_secs(3600),
+        max_log_entries: 10,
+    };
+    let store = Store::connect(&options, ttl).await?;
+    let mut replay = Replay {
+        store,
+        plan,
+        trace,
+        job: Uuid::now_v7(),
+        replayed: BTreeMap::new(),
+        retries: HashSet::new(),
+        delays: Vec::new(),
+    };
+    replay.run().await?;
+    let recorded = recorded_decisions(trace);
+    let mut report = ReplayReport {
+        job_id: trace.job.job_id,
+        checked: 0,
+        mismatches: replay.delays.clone(),
+    };
+    let scopes: std::collections::BTreeSet<&String> =
+        recorded.keys().chain(replay.replayed.keys()).collect();
+    for scope in scopes {
+        let empty = Vec::new();
+        let left = recorded.get(scope).unwrap_or(&empty);
+        let right = replay.replayed.get(scope).unwrap_or(&empty);
+        for i in 0..left.len().max(right.len()) {
+            report.checked += 1;
+            let (l, r) = (left.get(i), right.get(i));
+            if l != r {
+                report.mismatches.push(Mismatch {
+                    scope: scope.clone(),
+                    recorded: l.cloned(),
+                    replayed: r.cloned(),
+                });
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// The decisions the log records, per step (and `job`), in order.
+fn recorded_decisions(trace: &TraceReply) -> BTreeMap<String, Vec<String>> {
+    let mut decisions: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for event in sorted(trace) {
+        let (scope, decision) = match &event.kind {
+            EventKind::StepDispatched {
+                step_id,
+                attempt,
+                input_sha256,
+                ..
+            } => (step_id.clone(), dispatch(*attempt, input_sha256.as_deref())),
+            EventKind::RetryScheduled {
+                step_id, attempt, ..
+            } => (step_id.clone(), format!("retry as attempt {attempt}")),
+            EventKind::StepEscalated {
+                step_id, attempt, ..
+            } => (step_id.clone(), format!("escalate after attempt {attempt}")),
+            EventKind::StepReused { step_id, .. } => (step_id.clone(), "reuse output".into()),
+            EventKind::JobSucceeded { .. } => ("job".into(), "job succeeded".into()),
+            EventKind::JobFailed { .. } => ("job".into(), "job failed".into()),
+            _ => continue,
+        };
+        decisions.entry(scope).or_default().push(decision);
+    }
+    decisions
+}
+
+fn dispatch(attempt: u32, sha256: Option<&str>) -> String {
+    match sha256 {
+        Some(sha) => format!(
+            "dispatch attempt {attempt} (input {})",
+            &sha[..sha.len().min(12)]
+        ),
+        None => format!("dispatch attempt {attempt}"),
+    }
+}
+
+/// The log in time order (stable: entries of one instant keep their log order).
+fn sorted(trace: &TraceReply) -> Vec<&baton_protocol::messages::Event> {
+    let mut events: Vec<_> = trace.decisions.iter().collect();
+    events.sort_by_key(|e| e.ts_ms);
+    events
+}
+
+struct Replay<'a> {
+    store: Store,
+    plan: Plan,
+    trace: &'a TraceReply,
+    job: Uuid,
+    replayed: BTreeMap<String, Vec<String>>,
+    /// Retries the replay scheduled and has not fired: (step, attempt).
+    retries: HashSet<(String, u32)>,
+    /// Recorded retry delays the policy could not have chosen.
+    delays: Vec<Mismatch>,
+}
+
+impl Replay<'_> {
+    fn decide(&mut self, scope: &str, decision: String) {
+        self.replayed
+            .entry(scope.to_owned())
+            .or_default()
+            .push(decision);
+    }
+
+    async fn run(&mut self) -> Result<(), ReplayError> {
+        let trace = self.trace;
+        let events = sorted(trace);
+        let created = events
+            .iter()
+            .find(|e| matches!(e.kind, EventKind::JobCreated { .. }))
+            .map(|e| e.ts_ms)
+            .unwrap_or(trace.job.created_ms);
+        let mut reused = Vec::new();
+        for event in &events {
+            if let EventKind::StepReused { step_id, .. } = &event.kind {
+                reused.push((step_id.clone(), self.output_of(step_id)));
+                self.decide(step_id, "reuse output".into());
+            }
+        }
+        let input = serde_json::to_string(&trace.input).unwrap_or_else(|_| "null".into());
+        let transition = self
+            .store
+            .create(self.job, &self.plan, &input, None, &reused, created)
+            .await?;
+        self.effects(&transition);
+        // Successes that were a human's output, not a result: the resolution replays them.
+        let mut resolved_outputs: HashSet<String> = HashSet::new();
+        for event in events {
+            let now = event.ts_ms;
+            match &event.kind {
+                EventKind::StepSucceeded {
+                    step_id, attempt, ..
+                } => {
+                    if resolved_outputs.remove(step_id) {
+                        continue;
+                    }
+                    let Some(step) = self.plan.step(step_id).cloned() else {
+                        self.decide(step_id, "result for a step the plan lacks".into());
+                        continue;
+                    };
+                    let output = self.output_of(step_id);
+                    let transition = self
+                        .record(&step, *attempt, RecordKind::Ok, &output, true, 0, now)
+                        .await?;
+                    self.after_record(&step, *attempt, &transition);
+                }
+                EventKind::StepFailed {
+                    step_id,
+                    attempt,
+                    error,
+                    ..
+                } => {
+                    let Some(step) = self.plan.step(step_id).cloned() else {
+                        self.decide(step_id, "result for a step the plan lacks".into());
+                        continue;
+                    };
+                    let delay = self.recorded_delay(step_id, attempt + 1);
+                    let kind = if error.class == FailureClass::Timeout {
+                        RecordKind::Timeout
+                    } else {
+                        RecordKind::Fail
+                    };
+                    let now = if kind == RecordKind::Timeout {
+                        // Deadlines are set when an attempt starts, which the log dates by
+                        // its dispatch a moment later: never let that moment matter.
+                        now.max(self.deadline(step_id).await?)
+                    } else {
+                        now
+                    };
+                    let payload = serde_json::to_string(error).unwrap_or_default();
+                    let transition = self
+                        .record(
+                            &step,
+                            *attempt,
+                            kind,
+                            &payload,
+                            error.retryable,
+                            delay.unwrap_or(0),
+                            now,
+                        )
+                        .await?;
+                    if transition.outcome == "retry"
+                        && let Some(recorded) = delay
+                    {
+                        self.check_delay(&step, *attempt, recorded);
+                    }
+                    self.after_record(&step, *attempt, &transition);
+                }
+                EventKind::StepDispatched {
+                    step_id, attempt, ..
+                } => {
+                    if !self.retries.remove(&(step_id.clone(), *attempt)) {
+                        continue;
+                    }
+                    let Some(step) = self.plan.step(step_id).cloned() else {
+                        continue;
+                    };
+                    let transition = self
+                        .store
+                        .fire_retry(self.job, &step, *attempt, now)
+                        .await?;
+                    if transition.outcome != "dispatched" {
+                        self.decide(
+                            step_id,
+                            format!(
+                                "retry of attempt {attempt} not started ({})",
+                                transition.outcome
+                            ),
+                        );
+                    }
+                    self.effects(&transition);
+                }
+                EventKind::EscalationResolved {
+                    step_id,
+                    action,
+                    reason,
+                    ..
+                } => {
+                    let Some(step) = self.plan.step(step_id).cloned() else {
+                        continue;
+                    };
+                    let payload = match action {
+                        ResolveAction::Output => {
+                            resolved_outputs.insert(step_id.clone());
+                            self.output_of(step_id)
+                        }
+                        ResolveAction::Retry => trace
+                            .input_overrides
+                            .get(step_id)
+                            .map(|input| serde_json::to_string(input).unwrap_or_default())
+                            .unwrap_or_default(),
+                        ResolveAction::Fail => {
+                            crate::api::failed_by_human(step_id, reason.as_deref())
+                        }
+                    };
+                    let action = match action {
+                        ResolveAction::Output => "output",
+                        ResolveAction::Retry => "retry",
+                        ResolveAction::Fail => "fail",
+                    };
+                    let attempt = self.attempt(step_id).await?;
+                    let transition = self
+                        .store
+                        .resolve(
+                            self.job,
+                            &self.plan,
+                            &step,
+                            Resolution {
+                                action,
+                                payload: &payload,
+                                next_attempt: attempt + 1,
+                            },
+                            now,
+                        )
+                        .await?;
+                    if transition.outcome != "resolved" {
+                        self.decide(
+                            step_id,
+                            format!("resolution refused ({})", transition.outcome),
+                        );
+                    }
+                    self.effects(&transition);
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn record(
+        &self,
+        step: &Step,
+        attempt: u32,
+        kind: RecordKind,
+        payload: &str,
+        retryable: bool,
+        delay_ms: u64,
+        now: u64,
+    ) -> Result<Transition, ReplayError> {
+        let record = Record {
+            attempt,
+            kind,
+            payload,
+            retryable,
+            delay_ms,
+            usage: None,
+            cost_nanos: 0,
+        };
+        Ok(self
+            .store
+            .record(self.job, &self.plan, step, record, now)
+            .await?)
+    }
+
+    /// The decisions that follow recording an attempt's outcome.
+    fn after_record(&mut self, step: &Step, attempt: u32, transition: &Transition) {
+        let id = step.id.as_str();
+        match transition.outcome.as_str() {
+            "retry" => {
+                self.retries.insert((id.to_owned(), attempt + 1));
+                self.decide(id, format!("retry as attempt {}", attempt + 1));
+            }
+            "escalated" => self.decide(id, format!("escalate after attempt {attempt}")),
+            "succeeded" => {}
+            other => self.decide(
+                id,
+                format!("outcome of attempt {attempt} not accepted ({other})"),
+            ),
+        }
+        self.effects(transition);
+    }
+
+    /// The dispatches a transition started, with their inputs, and the job's end.
+    fn effects(&mut self, transition: &Transition) {
+        for item in &transition.dispatch {
+            let Some(step) = self.plan.step(&item.step) else {
+                continue;
+            };
+            let decision = match step_input(step, &transition.input, item) {
+                Ok(input) => dispatch(item.attempt, Some(&InputDigest::of(input.get()).sha256)),
+                Err(error) => format!("attempt {} has no valid input: {error}", item.attempt),
+            };
+            self.decide(&item.step, decision);
+        }
+        let changed = !matches!(
+            transition.outcome.as_str(),
+            "stale" | "ended" | "missing" | "later" | "exists" | "not_escalated"
+        );
+        if changed {
+            match transition.status.as_str() {
+                "succeeded" => self.decide("job", "job succeeded".into()),
+                "failed" => self.decide("job", "job failed".into()),
+                _ => {}
+            }
+        }
+    }
+
+    fn output_of(&self, step: &str) -> String {
+        self.trace
+            .job
+            .steps
+            .get(step)
+            .and_then(|view| view.output.as_ref())
+            .and_then(|output| serde_json::to_string(output).ok())
+            .unwrap_or_else(|| "null".into())
+    }
+
+    /// The delay the log recorded for the retry that starts `attempt` of `step`.
+    fn recorded_delay(&self, step: &str, attempt: u32) -> Option<u64> {
+        self.trace
+            .decisions
+            .iter()
+            .find_map(|event| match &event.kind {
+                EventKind::RetryScheduled {
+                    step_id,
+                    attempt: a,
+                    delay_ms,
+                    ..
+                } if step_id == step && *a == attempt => Some(*delay_ms),
+                _ => None,
+            })
+    }
+
+    /// A recorded delay must be one the step's policy can choose after `failed` attempts.
+    fn check_delay(&mut self, step: &Step, failed: u32, recorded: u64) {
+        let longest = step.retry.delay_ms(failed, 0.0);
+        // `unit` is below 1; the shortest delay is at the limit.
+        let shortest = step.retry.delay_ms(failed, 1.0);
+        if recorded < shortest || recorded > longest {
+            self.delays.push(Mismatch {
+                scope: step.id.to_string(),
+                recorded: Some(format!(
+                    "retry as attempt {} after {recorded} ms",
+                    failed + 1
+                )),
+                replayed: Some(format!(
+                    "retry as attempt {} after {shortest}-{longest} ms",
+                    failed + 1
+                )),
+            });
+        }
+    }
+
+    async fn field(&self, name: String) -> Result<Option<String>, ReplayError> {
+        Ok(self
+            .store
+            .job_fields(self.job, &[name])
+            .await?
+            .into_iter()
+            .next()
+            .flatten())
+    }
+
+    async fn deadline(&self, step: &str) -> Result<u64, ReplayError> {
+        Ok(self
+            .field(keys::field::step_deadline(step))
+            .await?
+            .and_then(|d| d.parse().ok())
+            .unwrap_or(0))
+    }
+
+    async fn attempt(&self, step: &str) -> Result<u32, ReplayError> {
+        Ok(self
+            .field(keys::field::step_attempt(step))
+            .await?
+            .and_then(|a| a.parse().ok())
+            .unwrap_or(0))
+    }
+}
