@@ -262,24 +262,6 @@ async fn trace(engine: &Engine, job: Uuid) -> Result<TraceReply, ApiError> {
     };
     let plan = parse(fields.next().flatten());
     let input = parse(fields.next().flatten());
-    let override_fields: Vec<String> = engine
-        .plan(job)
-        .await?
-        .map(|plan| {
-            plan.steps()
-                .iter()
-                .map(|s| field::step_input(s.id.as_str()))
-                .collect()
-        })
-        .unwrap_or_default();
-    let mut input_overrides = BTreeMap::new();
-    let values = engine.store.job_fields(job, &override_fields).await?;
-    for (name, value) in override_fields.iter().zip(values) {
-        if let Some(value) = value.and_then(|raw| serde_json::from_str(&raw).ok()) {
-            let step = name.trim_start_matches("i.").to_owned();
-            input_overrides.insert(step, value);
-        }
-    }
     let (entries, count) = engine.store.log(job).await?;
     let decisions: Vec<_> = entries
         .iter()
@@ -291,7 +273,6 @@ async fn trace(engine: &Engine, job: Uuid) -> Result<TraceReply, ApiError> {
         input,
         dropped: count.saturating_sub(entries.len() as u64),
         decisions,
-        input_overrides,
     })
 }
 
@@ -406,8 +387,8 @@ async fn resolve(
             )
         }
         ResolveAction::Retry => {
-            let input = match request.input {
-                Some(input) => check_value(&input, limits.max_depth, limits.max_payload_bytes)?,
+            let input = match &request.input {
+                Some(input) => check_value(input, limits.max_depth, limits.max_payload_bytes)?,
                 None => String::new(),
             };
             ("retry", input)
@@ -473,6 +454,10 @@ async fn resolve(
                 action: request.action,
                 by: request.by.clone(),
                 reason: request.reason.clone(),
+                input: match request.action {
+                    ResolveAction::Retry => request.input.clone(),
+                    _ => None,
+                },
             },
         )
         .await;

@@ -302,6 +302,7 @@ impl Replay<'_> {
                     step_id,
                     action,
                     reason,
+                    input,
                     ..
                 } => {
                     let Some(step) = self.plan.step(step_id).cloned() else {
@@ -312,9 +313,8 @@ impl Replay<'_> {
                             resolved_outputs.insert(step_id.clone());
                             self.output_of(step_id)
                         }
-                        ResolveAction::Retry => trace
-                            .input_overrides
-                            .get(step_id)
+                        ResolveAction::Retry => input
+                            .as_ref()
                             .map(|input| serde_json::to_string(input).unwrap_or_default())
                             .unwrap_or_default(),
                         ResolveAction::Fail => {

@@ -344,9 +344,6 @@ pub struct TraceReply {
     /// Entries no longer kept (the log keeps the newest `max_log_entries`).
     #[serde(default)]
     pub dropped: u64,
-    /// Inputs a human gave steps when resolving an escalation with `retry`.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub input_overrides: BTreeMap<String, Value>,
 }
 
 /// Body of `baton.jobs.rerun`: starts a new job with the same plan and input. Steps that are
@@ -448,6 +445,9 @@ pub enum EventKind {
         /// Who resolved it, as the request said.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         by: Option<String>,
+        /// The input a `retry` replaced the step's with.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        input: Option<Value>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
     },
