@@ -103,6 +103,14 @@ pub(crate) async fn run(args: DevArgs) -> anyhow::Result<i32> {
             "  baton --nats-url {} submit examples/flaky.json --input '{{\"sim\": {{\"fail\": \"error\", \"fail_attempts\": 2}}}}' --wait",
             nats.url()
         );
+        println!(
+            "  baton --nats-url {} submit examples/eventful.json --follow   (a retry, a timeout, an escalation)",
+            nats.url()
+        );
+        println!(
+            "  baton --nats-url {} trace <job id>   (the demo job above, for one)",
+            nats.url()
+        );
         println!("Press Ctrl-C to stop.");
         interrupted.as_mut().await;
     }
@@ -182,34 +190,12 @@ async fn demo(nats_url: &str, question: &str) -> anyhow::Result<i32> {
                 continue;
             }
             let at = started.elapsed().as_secs_f64() * 1000.0;
-            match &event.kind {
-                EventKind::StepDispatched {
-                    step_id,
-                    agent,
-                    attempt,
-                    ..
-                } => println!(
-                    "  {at:>7.1} ms  → {step_id} dispatched to {agent} (attempt {attempt})"
-                ),
-                EventKind::StepSucceeded { step_id, .. } => {
-                    println!("  {at:>7.1} ms  ✓ {step_id} succeeded")
-                }
-                EventKind::StepFailed { step_id, error, .. } => {
-                    println!("  {at:>7.1} ms  ✗ {step_id} failed: {}", error.message)
-                }
-                EventKind::RetryScheduled {
-                    step_id,
-                    attempt,
-                    delay_ms,
-                    ..
-                } => println!("  {at:>7.1} ms  ↻ {step_id} attempt {attempt} in {delay_ms} ms"),
-                EventKind::StepEscalated {
-                    step_id,
-                    escalation_id,
-                    ..
-                } => println!("  {at:>7.1} ms  ! {step_id} escalated ({escalation_id})"),
-                EventKind::JobSucceeded { .. } | EventKind::JobFailed { .. } => break,
-                _ => {}
+            println!("  {at:>7.1} ms  {}", crate::follow::describe(&event.kind));
+            if matches!(
+                event.kind,
+                EventKind::JobSucceeded { .. } | EventKind::JobFailed { .. }
+            ) {
+                break;
             }
         }
     };

@@ -170,21 +170,27 @@ impl Watcher {
     fn print_event(&self, clock: &mut Clock, event: &Event) {
         if self.json {
             if let Ok(line) = serde_json::to_string(event) {
-                println!("{line}");
+                crate::out(&format!(
+                    "{line}
+"
+                ));
             }
             return;
         }
-        println!(
-            "{:>10}  {}",
+        crate::out(&format!(
+            "{:>10}  {}\n",
             clock.offset(event.ts_ms),
             describe(&event.kind)
-        );
+        ));
     }
 
     fn print_progress(&self, clock: &mut Clock, progress: &Progress) {
         if self.json {
             if let Ok(line) = serde_json::to_string(progress) {
-                println!("{line}");
+                crate::out(&format!(
+                    "{line}
+"
+                ));
             }
             return;
         }
@@ -192,30 +198,30 @@ impl Watcher {
             serde_json::Value::String(text) => text.clone(),
             other => other.to_string(),
         };
-        println!(
-            "{:>10}  … {} (attempt {}) #{}: {data}",
+        crate::out(&format!(
+            "{:>10}  … {} (attempt {}) #{}: {data}\n",
             clock.offset(progress.ts_ms),
             progress.step_id,
             progress.attempt,
             progress.seq
-        );
+        ));
     }
 }
 
 fn exit_code(status: &StatusReply, json: bool) -> i32 {
     if !json {
         match status.status {
-            JobStatus::Succeeded => println!("job {} succeeded", status.job_id),
-            JobStatus::Escalated => println!(
-                "job {} is waiting for a human: see `baton escalations list`",
+            JobStatus::Succeeded => crate::out(&format!("job {} succeeded\n", status.job_id)),
+            JobStatus::Escalated => crate::out(&format!(
+                "job {} is waiting for a human: see `baton escalations list`\n",
                 status.job_id
-            ),
-            other => println!(
-                "job {} {}: {}",
+            )),
+            other => crate::out(&format!(
+                "job {} {}: {}\n",
                 status.job_id,
                 other.as_str(),
                 status.error.as_deref().unwrap_or("")
-            ),
+            )),
         }
     }
     match status.status {
@@ -260,8 +266,14 @@ pub(crate) fn describe(kind: &EventKind) -> String {
         }
         EventKind::StepSucceeded {
             step_id,
+            human: true,
+            ..
+        } => format!("{step_id}: succeeded with the output a human supplied"),
+        EventKind::StepSucceeded {
+            step_id,
             attempt,
             report,
+            ..
         } => format!(
             "{step_id}: attempt {attempt} succeeded{}",
             report_suffix(report)

@@ -214,6 +214,20 @@ pub fn main() -> i32 {
     }
 }
 
+/// Writes to stdout. A reader that went away (`baton trace … | head`) ends the command
+/// quietly instead of the panic `println!` gives.
+pub(crate) fn out(text: &str) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(error) = stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+        && error.kind() == std::io::ErrorKind::BrokenPipe
+    {
+        std::process::exit(0);
+    }
+}
+
 /// Bad configuration or usage: exits with [`EXIT_CONFIG`] before anything connects.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]

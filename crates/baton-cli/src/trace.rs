@@ -34,15 +34,15 @@ pub(crate) async fn run(nats: &baton_nats::NatsArgs, args: TraceArgs) -> anyhow:
         .await?;
     let trace = Trace::from_reply(reply);
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&trace)?);
+        crate::out(&format!("{}\n", serde_json::to_string_pretty(&trace)?));
     } else {
-        print!("{}", trace.text());
+        crate::out(&trace.text());
     }
     if let Some(path) = &args.html {
         std::fs::write(path, trace.html())
             .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
         if !args.json {
-            println!("wrote {}", path.display());
+            crate::out(&format!("wrote {}\n", path.display()));
         }
     }
     Ok(0)
@@ -61,6 +61,8 @@ pub(crate) struct Trace {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) usage: Option<UsageTotals>,
     pub(crate) steps: Vec<StepTrace>,
+    /// Time steps spent escalated, waiting for a human.
+    pub(crate) escalations: Vec<EscalationTrace>,
     pub(crate) decisions: Vec<Decision>,
     /// Oldest decisions the log no longer keeps.
     pub(crate) dropped: u64,
@@ -98,6 +100,20 @@ pub(crate) struct AttemptTrace {
     pub(crate) usage: Option<UsageTotals>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) worker: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct EscalationTrace {
+    pub(crate) step: String,
+    pub(crate) start_ms: u64,
+    /// Until a human resolved it; `None` while it waits.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) duration_ms: Option<u64>,
+    /// `output`, `retry` or `fail`, once resolved.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) action: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) by: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -140,8 +156,34 @@ impl Trace {
                 )
             })
             .collect();
+        let mut escalations: Vec<EscalationTrace> = Vec::new();
         for event in &events {
             match &event.kind {
+                EventKind::StepEscalated { step_id, .. } => escalations.push(EscalationTrace {
+                    step: step_id.clone(),
+                    start_ms: offset(event.ts_ms),
+                    duration_ms: None,
+                    action: None,
+                    by: None,
+                }),
+                EventKind::EscalationResolved {
+                    step_id,
+                    action,
+                    by,
+                    ..
+                } => {
+                    if let Some(wait) = escalations
+                        .iter_mut()
+                        .rev()
+                        .find(|w| &w.step == step_id && w.action.is_none())
+                    {
+                        wait.duration_ms = Some(offset(event.ts_ms).saturating_sub(wait.start_ms));
+                        wait.action = serde_json::to_value(action)
+                            .ok()
+                            .and_then(|v| v.as_str().map(str::to_owned));
+                        wait.by = by.clone();
+                    }
+                }
                 EventKind::StepDispatched {
                     step_id, attempt, ..
                 } => {
@@ -164,6 +206,7 @@ impl Trace {
                     step_id,
                     attempt,
                     report,
+                    ..
                 }
                 | EventKind::StepFailed {
                     step_id,
@@ -181,6 +224,13 @@ impl Trace {
                     else {
                         continue;
                     };
+                    // The attempt started when its transition ran, a moment before its
+                    // dispatch event (published once the broker stored the task).
+                    if let Some(latency) = report.latency_ms {
+                        run.start_ms = run
+                            .start_ms
+                            .min(offset(event.ts_ms).saturating_sub(latency));
+                    }
                     run.duration_ms = Some(offset(event.ts_ms).saturating_sub(run.start_ms));
                     run.agent_ms = report.duration_ms;
                     run.usage = report.usage.clone();
@@ -233,6 +283,7 @@ impl Trace {
             duration_ms,
             usage: reply.job.usage.clone(),
             steps,
+            escalations,
             decisions,
             dropped: reply.dropped,
         }
@@ -339,6 +390,33 @@ impl Trace {
                 );
             }
         }
+        for wait in &self.escalations {
+            let end = wait.start_ms
+                + wait
+                    .duration_ms
+                    .unwrap_or(self.duration_ms.saturating_sub(wait.start_ms));
+            let from = scale(wait.start_ms).min(WIDTH);
+            let to = scale(end).clamp(from, WIDTH);
+            let mut bar = " ".repeat(from);
+            bar.extend(std::iter::repeat_n('·', (to - from).max(1)));
+            let bar: String = bar.chars().take(WIDTH).collect();
+            let outcome = match (&wait.action, &wait.by) {
+                (Some(action), Some(by)) => format!("human: {action} by {by}"),
+                (Some(action), None) => format!("human: {action}"),
+                _ => "waiting for a human".into(),
+            };
+            let _ = writeln!(
+                out,
+                "{:<16} {:<10} {:>3} {:>10} {:>10}  {:<42}  |{:<WIDTH$}|",
+                wait.step,
+                "(human)",
+                "-",
+                format!("+{}", ms(wait.start_ms)),
+                wait.duration_ms.map_or("…".into(), ms),
+                outcome,
+                bar
+            );
+        }
         let _ = writeln!(out);
         let _ = writeln!(out, "decisions:");
         if self.dropped > 0 {
@@ -369,7 +447,7 @@ impl Trace {
             .iter()
             .flat_map(|s| s.attempts.iter().map(move |a| (s, a)))
             .collect();
-        let height = ROW * (rows.len() as u64 + 1) + 20;
+        let height = ROW * (rows.len() as u64 + self.escalations.len() as u64 + 1) + 20;
         let total = self.duration_ms.max(1) as f64;
         let x = |at: u64| LABEL as f64 + at as f64 / total * CHART as f64;
         let mut svg = String::new();
@@ -384,7 +462,8 @@ impl Trace {
             let tx = x(at);
             let _ = write!(
                 svg,
-                r##"<line x1="{tx:.1}" y1="14" x2="{tx:.1}" y2="{height}" stroke="#ddd"/><text x="{tx:.1}" y="11" font-size="10" text-anchor="middle" fill="#666">{}</text>"##,
+                r##"<line x1="{tx:.1}" y1="14" x2="{tx:.1}" y2="{height}" stroke="#ddd"/><text x="{tx:.1}" y="11" font-size="10" text-anchor="{}" fill="#666">{}</text>"##,
+                if tick == 4 { "end" } else { "middle" },
                 escape(&ms(at))
             );
         }
@@ -431,6 +510,32 @@ impl Trace {
                 escape(&title)
             );
         }
+        for (i, wait) in self.escalations.iter().enumerate() {
+            let y = ROW * (rows.len() as u64 + i as u64 + 1);
+            let end = wait.start_ms
+                + wait
+                    .duration_ms
+                    .unwrap_or(self.duration_ms.saturating_sub(wait.start_ms));
+            let x0 = x(wait.start_ms);
+            let width = (x(end) - x0).max(2.0);
+            let title = match (&wait.action, &wait.by) {
+                (Some(action), Some(by)) => {
+                    format!("{} waited for a human: {action} by {by}", wait.step)
+                }
+                (Some(action), None) => format!("{} waited for a human: {action}", wait.step),
+                _ => format!("{} is waiting for a human", wait.step),
+            };
+            let _ = write!(
+                svg,
+                r##"<text x="4" y="{}" font-size="12">{} · human</text><rect class="escalation" data-step="{}" x="{x0:.1}" y="{}" width="{width:.1}" height="{}" rx="3" fill="#6a1b9a" fill-opacity="0.35" stroke="#6a1b9a" stroke-dasharray="4 2"><title>{}</title></rect>"##,
+                y + 15,
+                escape(&wait.step),
+                escape(&wait.step),
+                y + 3,
+                ROW - 8,
+                escape(&title)
+            );
+        }
         svg.push_str("</svg>");
         let mut decisions = String::new();
         for decision in &self.decisions {
@@ -451,7 +556,7 @@ table {{ border-collapse: collapse; }} td {{ padding: 2px 4px; vertical-align: t
 .legend span {{ display: inline-block; width: 12px; height: 12px; margin: 0 4px 0 12px; vertical-align: middle; }}
 </style></head><body>
 <h1>{headline}</h1>
-<p class="legend"><span style="background:#2e7d32"></span>succeeded<span style="background:#c62828"></span>failed<span style="background:#ef6c00"></span>timed out<span style="background:#1565c0"></span>running</p>
+<p class="legend"><span style="background:#2e7d32"></span>succeeded<span style="background:#c62828"></span>failed<span style="background:#ef6c00"></span>timed out<span style="background:#1565c0"></span>running<span style="background:#6a1b9a;opacity:.5"></span>waiting for a human</p>
 {svg}
 <h2>Decisions</h2>
 <table id="decisions">{decisions}</table>

@@ -470,6 +470,7 @@ async fn resolve(
                     EventKind::StepSucceeded {
                         step_id: step_id.to_owned(),
                         attempt,
+                        human: true,
                         report: Default::default(),
                     },
                 )

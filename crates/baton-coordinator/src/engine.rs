@@ -328,6 +328,7 @@ impl Engine {
                     EventKind::StepSucceeded {
                         step_id: step.id.to_string(),
                         attempt,
+                        human: false,
                         report: report(),
                     },
                 )

@@ -211,15 +211,17 @@ impl Replay<'_> {
             .create(self.job, &self.plan, &input, None, &reused, created)
             .await?;
         self.effects(&transition);
-        // Successes that were a human's output, not a result: the resolution replays them.
-        let mut resolved_outputs: HashSet<String> = HashSet::new();
         for event in events {
             let now = event.ts_ms;
             match &event.kind {
                 EventKind::StepSucceeded {
-                    step_id, attempt, ..
+                    step_id,
+                    attempt,
+                    human,
+                    ..
                 } => {
-                    if resolved_outputs.remove(step_id) {
+                    // A human's output is replayed with the resolution.
+                    if *human {
                         continue;
                     }
                     let Some(step) = self.plan.step(step_id).cloned() else {
@@ -309,10 +311,7 @@ impl Replay<'_> {
                         continue;
                     };
                     let payload = match action {
-                        ResolveAction::Output => {
-                            resolved_outputs.insert(step_id.clone());
-                            self.output_of(step_id)
-                        }
+                        ResolveAction::Output => self.output_of(step_id),
                         ResolveAction::Retry => input
                             .as_ref()
                             .map(|input| serde_json::to_string(input).unwrap_or_default())

@@ -405,6 +405,9 @@ pub enum EventKind {
     StepSucceeded {
         step_id: String,
         attempt: u32,
+        /// The output was supplied by a human resolving an escalation, not by an agent.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        human: bool,
         #[serde(flatten)]
         report: AttemptReport,
     },
