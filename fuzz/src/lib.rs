@@ -135,7 +135,7 @@ pub fn requests(data: &[u8]) {
     };
     let limits = limits();
     let max = limits.max_payload_bytes;
-    match which % 4 {
+    match which % 6 {
         0 => match encoding.decode::<StatusRequest>(body, max) {
             Ok(request) => {
                 if let Some(key) = request.idempotency_key {
@@ -153,6 +153,19 @@ pub fn requests(data: &[u8]) {
         },
         2 => match encoding.decode::<GetEscalationRequest>(body, max) {
             Ok(request) => escalation_id(&request.id),
+            Err(error) => render(&error, error.code()),
+        },
+        4 => {
+            if let Err(error) = encoding.decode::<baton_protocol::messages::TraceRequest>(body, max)
+            {
+                render(&error, error.code());
+            }
+        }
+        5 => match encoding.decode::<baton_protocol::messages::RerunRequest>(body, max) {
+            // What the coordinator checks before reading Redis: the step must name one.
+            Ok(request) => {
+                let _ = StepId::new(&request.from);
+            }
             Err(error) => render(&error, error.code()),
         },
         _ => match encoding.decode::<ResolveEscalationRequest>(body, max) {
