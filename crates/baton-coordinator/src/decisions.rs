@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
+use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -25,7 +26,7 @@ const PER_CALL: usize = 1000;
 /// Queues entries for the writer. Cheap to clone.
 #[derive(Clone)]
 pub(crate) struct DecisionLog {
-    tx: mpsc::UnboundedSender<(Uuid, String)>,
+    tx: mpsc::UnboundedSender<(Uuid, Bytes)>,
 }
 
 impl DecisionLog {
@@ -40,7 +41,8 @@ impl DecisionLog {
         (Self { tx }, writer)
     }
 
-    pub(crate) fn append(&self, job: Uuid, entry: String) {
+    /// Queues an entry (the event's JSON, shared with its publish).
+    pub(crate) fn append(&self, job: Uuid, entry: Bytes) {
         // Fails only once the writer has ended, after shutdown.
         let _ = self.tx.send((job, entry));
     }
@@ -48,7 +50,7 @@ impl DecisionLog {
 
 async fn write(
     store: Store,
-    mut rx: mpsc::UnboundedReceiver<(Uuid, String)>,
+    mut rx: mpsc::UnboundedReceiver<(Uuid, Bytes)>,
     stop: CancellationToken,
 ) {
     let mut batch = Vec::with_capacity(BATCH);
@@ -80,11 +82,11 @@ async fn write(
 }
 
 /// Writes a batch grouped by job, keeping each job's order.
-async fn flush(store: &Store, batch: &mut Vec<(Uuid, String)>) {
+async fn flush(store: &Store, batch: &mut Vec<(Uuid, Bytes)>) {
     if batch.is_empty() {
         return;
     }
-    let mut groups: Vec<(Uuid, Vec<String>)> = Vec::new();
+    let mut groups: Vec<(Uuid, Vec<Bytes>)> = Vec::new();
     let mut index: HashMap<Uuid, usize> = HashMap::new();
     for (job, entry) in batch.drain(..) {
         let at = *index.entry(job).or_insert_with(|| {

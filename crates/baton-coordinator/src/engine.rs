@@ -679,11 +679,11 @@ impl Engine {
             ts_ms,
             kind,
         };
-        let Ok(entry) = serde_json::to_string(&event) else {
+        let Ok(entry) = serde_json::to_vec(&event) else {
             return;
         };
-        let payload = Bytes::from(entry.clone());
-        self.log.append(job, entry);
+        let payload = Bytes::from(entry);
+        self.log.append(job, payload.clone());
         if let Err(error) = self.client.publish(subject::events(job), payload).await {
             tracing::debug!(job = %job, error = %error, "Event not published");
         }

@@ -248,7 +248,10 @@ impl Store {
     }
 
     /// Appends decision-log entries, grouped by job (in order), in one round trip.
-    pub(crate) async fn append_log(&self, groups: &[(Uuid, Vec<String>)]) -> Result<(), Error> {
+    pub(crate) async fn append_log(
+        &self,
+        groups: &[(Uuid, Vec<bytes::Bytes>)],
+    ) -> Result<(), Error> {
         let mut pipe = redis::pipe();
         for (job, entries) in groups {
             let mut invocation = self.scripts.log_append.key(keys::job(*job));
@@ -257,7 +260,7 @@ impl Store {
                 .arg(self.ttl.max_log_entries)
                 .arg(self.ttl.running.as_millis() as u64);
             for entry in entries {
-                invocation.arg(entry);
+                invocation.arg(entry.as_ref());
             }
             pipe.invoke_script(&invocation).ignore();
         }

@@ -10,4 +10,6 @@ mod agent;
 mod runtime;
 
 pub use agent::{Agent, AgentError, Task};
+/// Token usage an agent reports with [`Task::report_usage`].
+pub use baton_protocol::messages::Usage;
 pub use runtime::{Error, Worker, WorkerOptions};
