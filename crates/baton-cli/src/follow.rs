@@ -97,6 +97,8 @@ impl Watcher {
         history: Vec<Event>,
         timeout: Duration,
     ) -> anyhow::Result<i32> {
+        let mut history = history;
+        baton_protocol::messages::sort_decisions(&mut history);
         let start = history.first().map(|e| e.ts_ms);
         let mut clock = Clock(start);
         let mut seen = HashSet::new();

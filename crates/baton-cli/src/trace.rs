@@ -126,7 +126,7 @@ pub(crate) struct Decision {
 impl Trace {
     pub(crate) fn from_reply(reply: TraceReply) -> Self {
         let mut events = reply.decisions;
-        events.sort_by_key(|e| e.ts_ms);
+        baton_protocol::messages::sort_decisions(&mut events);
         let started_ms = events
             .first()
             .map(|e| e.ts_ms.min(reply.job.created_ms))

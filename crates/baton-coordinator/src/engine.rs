@@ -384,48 +384,45 @@ impl Engine {
             let publishes = transition
                 .dispatch
                 .iter()
-                .map(|item| self.dispatch(job, plan, input, item));
+                .map(|item| self.dispatch(job, plan, input, item, transition.now));
             futures::future::join_all(publishes).await;
         }
         let changed = !matches!(
             transition.outcome.as_str(),
             "stale" | "ended" | "missing" | "later" | "exists" | "not_escalated"
         );
-        if changed && job_ended {
-            if let Err(error) = self.store.retire_idempotency(job).await {
+        if changed
+            && job_ended
+            && let Some(ending) = transition.ending
+        {
+            if let Some(mapping) = &ending.idem
+                && let Err(error) = self.store.retire_idempotency(mapping).await
+            {
                 tracing::warn!(job = %job, error = %error, "Idempotency mapping keeps its longer TTL");
             }
-            let fields = self
-                .store
-                .job_fields(
-                    job,
-                    &[
-                        keys::field::ERROR.to_owned(),
-                        keys::field::USAGE_INPUT.to_owned(),
-                        keys::field::USAGE_OUTPUT.to_owned(),
-                        keys::field::USAGE_COST.to_owned(),
-                    ],
-                )
-                .await
-                .unwrap_or_default();
-            let mut fields = fields.into_iter();
-            let error = fields.next().flatten().unwrap_or_default();
-            let usage = usage_totals(
-                fields.next().flatten(),
-                fields.next().flatten(),
-                fields.next().flatten(),
-                None,
-            );
+            let usage = usage_totals(ending.ui, ending.uo, ending.uc, None);
             match transition.status.as_str() {
                 "succeeded" => self.event(job, EventKind::JobSucceeded { usage }).await,
-                _ => self.event(job, EventKind::JobFailed { error, usage }).await,
+                _ => {
+                    let error = ending.error.unwrap_or_default();
+                    self.event(job, EventKind::JobFailed { error, usage }).await
+                }
             }
         }
     }
 
     /// Publishes one attempt's task. An attempt whose task cannot be built or is too large
     /// fails without retry; one whose publish fails is left to the reconciler.
-    async fn dispatch(&self, job: Uuid, plan: &Plan, job_input: &str, item: &store::Dispatch) {
+    /// The dispatch event is dated `decided`, when the transition started the attempt:
+    /// never after the attempt's outcome, however fast the agent answers.
+    async fn dispatch(
+        &self,
+        job: Uuid,
+        plan: &Plan,
+        job_input: &str,
+        item: &store::Dispatch,
+        decided: u64,
+    ) {
         let Some(step) = plan.step(&item.step) else {
             return;
         };
@@ -441,8 +438,9 @@ impl Engine {
         let msg_id = subject::task_msg_id(job, &step.id, item.attempt);
         match self.publish_task(step.agent(), payload, &msg_id).await {
             Ok(_) => {
-                self.event(
+                self.event_at(
                     job,
+                    decided,
                     EventKind::StepDispatched {
                         step_id: step.id.to_string(),
                         agent: step.agent().to_string(),

@@ -126,31 +126,53 @@ pub async fn replay(
     Ok(report)
 }
 
-/// The decisions the log records, per step (and `job`), in order.
+/// The decisions the log records, per step (and `job`), in causal order: a step's
+/// decisions follow its attempts (dispatch n, then what its outcome decided), whatever order
+/// replicas appended them in.
 fn recorded_decisions(trace: &TraceReply) -> BTreeMap<String, Vec<String>> {
-    let mut decisions: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut decisions: BTreeMap<String, Vec<((u32, u8), String)>> = BTreeMap::new();
     for event in sorted(trace) {
-        let (scope, decision) = match &event.kind {
+        let (scope, key, decision) = match &event.kind {
             EventKind::StepDispatched {
                 step_id,
                 attempt,
                 input_sha256,
                 ..
-            } => (step_id.clone(), dispatch(*attempt, input_sha256.as_deref())),
+            } => (
+                step_id.clone(),
+                (*attempt, 0),
+                dispatch(*attempt, input_sha256.as_deref()),
+            ),
             EventKind::RetryScheduled {
                 step_id, attempt, ..
-            } => (step_id.clone(), format!("retry as attempt {attempt}")),
+            } => (
+                step_id.clone(),
+                (attempt.saturating_sub(1), 1),
+                format!("retry as attempt {attempt}"),
+            ),
             EventKind::StepEscalated {
                 step_id, attempt, ..
-            } => (step_id.clone(), format!("escalate after attempt {attempt}")),
-            EventKind::StepReused { step_id, .. } => (step_id.clone(), "reuse output".into()),
-            EventKind::JobSucceeded { .. } => ("job".into(), "job succeeded".into()),
-            EventKind::JobFailed { .. } => ("job".into(), "job failed".into()),
+            } => (
+                step_id.clone(),
+                (*attempt, 1),
+                format!("escalate after attempt {attempt}"),
+            ),
+            EventKind::StepReused { step_id, .. } => {
+                (step_id.clone(), (0, 0), "reuse output".into())
+            }
+            EventKind::JobSucceeded { .. } => ("job".into(), (0, 0), "job succeeded".into()),
+            EventKind::JobFailed { .. } => ("job".into(), (0, 0), "job failed".into()),
             _ => continue,
         };
-        decisions.entry(scope).or_default().push(decision);
+        decisions.entry(scope).or_default().push((key, decision));
     }
     decisions
+        .into_iter()
+        .map(|(scope, mut list)| {
+            list.sort_by_key(|(key, _)| *key);
+            (scope, list.into_iter().map(|(_, d)| d).collect())
+        })
+        .collect()
 }
 
 fn dispatch(attempt: u32, sha256: Option<&str>) -> String {
@@ -166,7 +188,7 @@ fn dispatch(attempt: u32, sha256: Option<&str>) -> String {
 /// The log in time order (stable: entries of one instant keep their log order).
 fn sorted(trace: &TraceReply) -> Vec<&baton_protocol::messages::Event> {
     let mut events: Vec<_> = trace.decisions.iter().collect();
-    events.sort_by_key(|e| e.ts_ms);
+    events.sort_by_key(|e| (e.ts_ms, e.causal_rank()));
     events
 }
 
@@ -275,30 +297,7 @@ impl Replay<'_> {
                         self.check_delay(&step, *attempt, recorded);
                     }
                     self.after_record(&step, *attempt, &transition);
-                }
-                EventKind::StepDispatched {
-                    step_id, attempt, ..
-                } => {
-                    if !self.retries.remove(&(step_id.clone(), *attempt)) {
-                        continue;
-                    }
-                    let Some(step) = self.plan.step(step_id).cloned() else {
-                        continue;
-                    };
-                    let transition = self
-                        .store
-                        .fire_retry(self.job, &step, *attempt, now)
-                        .await?;
-                    if transition.outcome != "dispatched" {
-                        self.decide(
-                            step_id,
-                            format!(
-                                "retry of attempt {attempt} not started ({})",
-                                transition.outcome
-                            ),
-                        );
-                    }
-                    self.effects(&transition);
+                    self.fire_retries().await?;
                 }
                 EventKind::EscalationResolved {
                     step_id,
@@ -350,6 +349,51 @@ impl Replay<'_> {
                 }
                 _ => {}
             }
+        }
+        Ok(())
+    }
+
+    /// Ends the backoffs the replay scheduled whose next attempt the log shows dispatched, at
+    /// the time of that dispatch. (A retry only touches its own step, so firing it ahead of
+    /// other steps' events changes nothing they see.)
+    async fn fire_retries(&mut self) -> Result<(), ReplayError> {
+        let pending: Vec<(String, u32)> = self.retries.iter().cloned().collect();
+        for (step_id, attempt) in pending {
+            let Some(at) = self
+                .trace
+                .decisions
+                .iter()
+                .find_map(|event| match &event.kind {
+                    EventKind::StepDispatched {
+                        step_id: s,
+                        attempt: a,
+                        ..
+                    } if *s == step_id && *a == attempt => Some(event.ts_ms),
+                    _ => None,
+                })
+            else {
+                continue;
+            };
+            self.retries.remove(&(step_id.clone(), attempt));
+            let Some(step) = self.plan.step(&step_id).cloned() else {
+                continue;
+            };
+            // Not before the backoff the replay scheduled ended.
+            let due = self.deadline(&step_id).await?;
+            let transition = self
+                .store
+                .fire_retry(self.job, &step, attempt, at.max(due))
+                .await?;
+            if transition.outcome != "dispatched" {
+                self.decide(
+                    &step_id,
+                    format!(
+                        "retry of attempt {attempt} not started ({})",
+                        transition.outcome
+                    ),
+                );
+            }
+            self.effects(&transition);
         }
         Ok(())
     }

@@ -52,8 +52,23 @@ pub(crate) struct Transition {
     /// For a recorded result: when the attempt started and when the step's first attempt
     /// started (unix ms).
     pub(crate) started: Option<Started>,
+    /// The time the script ran with (unix ms): when its decisions were taken.
+    pub(crate) now: u64,
+    /// Set when this transition ended the job.
+    pub(crate) ending: Option<Ending>,
     /// Attempts the script started; Rust publishes their tasks.
     pub(crate) dispatch: Vec<Dispatch>,
+}
+
+/// What the script read when a transition ended its job (cjson leaves missing fields out).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+pub(crate) struct Ending {
+    pub(crate) ui: Option<String>,
+    pub(crate) uo: Option<String>,
+    pub(crate) uc: Option<String>,
+    /// The idempotency mapping to retire.
+    pub(crate) idem: Option<String>,
+    pub(crate) error: Option<String>,
 }
 
 /// Start times of an attempt and of its step, as recorded when they were dispatched.
@@ -244,7 +259,9 @@ impl Store {
             .into_iter()
             .next()
             .ok_or_else(|| Error::Reply("empty".into()))?;
-        parse_transition(value)
+        let mut transition = parse_transition(value)?;
+        transition.now = now;
+        Ok(transition)
     }
 
     /// Appends decision-log entries, grouped by job (in order), in one round trip.
@@ -578,17 +595,13 @@ impl Store {
 
     /// Gives a finished job's idempotency mapping the job's retention, so both expire
     /// together.
-    pub(crate) async fn retire_idempotency(&self, job: Uuid) -> Result<(), Error> {
-        let fields = self
-            .job_fields(job, &[keys::field::IDEMPOTENCY_KEY.to_owned()])
+    /// Gives an ended job's idempotency mapping the job's retention.
+    pub(crate) async fn retire_idempotency(&self, mapping: &str) -> Result<(), Error> {
+        let _: i64 = redis::cmd("PEXPIRE")
+            .arg(mapping)
+            .arg(self.ttl.retention.as_millis() as u64)
+            .query_async(&mut self.conn.clone())
             .await?;
-        if let Some(Some(mapping)) = fields.into_iter().next() {
-            let _: i64 = redis::cmd("PEXPIRE")
-                .arg(mapping)
-                .arg(self.ttl.retention.as_millis() as u64)
-                .query_async(&mut self.conn.clone())
-                .await?;
-        }
         Ok(())
     }
 
@@ -727,6 +740,11 @@ fn parse_transition(value: redis::Value) -> Result<Transition, Error> {
     let detail = text("detail")?;
     let input = text("input")?;
     let started = Started::parse(&text("started")?);
+    let ending = text("ending")?;
+    let ending = (!ending.is_empty())
+        .then(|| serde_json::from_str::<Ending>(&ending))
+        .transpose()
+        .map_err(|e| Error::Reply(format!("ending: {e}")))?;
     let mut dispatch = Vec::new();
     for item in items {
         let parts: Vec<String> =
@@ -752,6 +770,8 @@ fn parse_transition(value: redis::Value) -> Result<Transition, Error> {
         detail,
         input,
         started,
+        now: 0,
+        ending,
         dispatch,
     })
 }

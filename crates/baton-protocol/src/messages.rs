@@ -381,6 +381,35 @@ pub struct Event {
     pub kind: EventKind,
 }
 
+impl Event {
+    /// Where an event goes among events of the same millisecond, following cause and effect:
+    /// a job's creation and reuse, then dispatches, then outcomes, then what outcomes decide
+    /// (retries, dead letters, escalations), then humans, then the job's end.
+    pub fn causal_rank(&self) -> u8 {
+        match self.kind {
+            EventKind::JobCreated { .. } => 0,
+            EventKind::StepReused { .. } => 1,
+            EventKind::StepDispatched { .. } | EventKind::StepRedispatched { .. } => 2,
+            EventKind::StepSucceeded { human: false, .. }
+            | EventKind::StepFailed { .. }
+            | EventKind::ResultFenced { .. } => 3,
+            EventKind::RetryScheduled { .. }
+            | EventKind::StepDeadLettered { .. }
+            | EventKind::StepEscalated { .. } => 4,
+            EventKind::EscalationResolved { .. } => 5,
+            EventKind::StepSucceeded { human: true, .. } => 6,
+            EventKind::JobSucceeded { .. } | EventKind::JobFailed { .. } => 9,
+        }
+    }
+}
+
+/// Puts a decision log in time order: by timestamp, events of one millisecond by
+/// [`Event::causal_rank`], then in log order. Entries appended by different coordinator
+/// replicas (or by tasks of one replica) may be out of order in the log itself.
+pub fn sort_decisions(events: &mut [Event]) {
+    events.sort_by_key(|event| (event.ts_ms, event.causal_rank()));
+}
+
 /// What happened. The events of a job are also its decision log (`baton.jobs.trace`):
 /// what the orchestrator decided, and from what.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

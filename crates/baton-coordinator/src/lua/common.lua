@@ -60,15 +60,31 @@ local function dispatch_item(step, attempt, needs)
   return item
 end
 
+-- What Rust needs once a job has ended, as JSON: token and cost totals, the idempotency
+-- mapping to retire, and the error of a failed job.
+local function ending()
+  local v = redis.call('HMGET', job, 'ui', 'uo', 'uc', 'idem', 'error')
+  -- HMGET gives false for a missing field; `or nil` leaves it out of the JSON.
+  return cjson.encode({ ui = v[1] or nil, uo = v[2] or nil, uc = v[3] or nil,
+    idem = v[4] or nil, error = v[5] or nil })
+end
+
+local function ended(status)
+  return status == 'succeeded' or status == 'failed' or status == 'cancelled'
+end
+
 -- Reply: outcome, job status, detail, job input (only when something is dispatched),
 -- started ('<attempt start ms>:<step start ms>' of the step a result was recorded for, or
--- ''), then the dispatch items.
-local function reply(outcome, status, detail, items, started)
-  local out = { outcome, status, detail or '', '', started or '' }
+-- ''), the job's ending (JSON, only when this transition ended it), then the dispatch items.
+local function reply(outcome, status, detail, items, started, finished)
+  local out = { outcome, status, detail or '', '', started or '', '' }
+  if finished and ended(status) then
+    out[6] = ending()
+  end
   if items and #items > 0 then
     out[4] = get('input')
     for i, item in ipairs(items) do
-      out[5 + i] = item
+      out[6 + i] = item
     end
   end
   return out
@@ -108,6 +124,3 @@ local function succeed(step, output, dependents, sinks)
   return status, items
 end
 
-local function ended(status)
-  return status == 'succeeded' or status == 'failed' or status == 'cancelled'
-end

@@ -56,7 +56,7 @@ if kind == 'ok' then
   local sinks = read_list()
   local new_status, items = succeed(step, payload, dependents, sinks)
   touch(ended(new_status))
-  return reply('succeeded', new_status, '', items, started)
+  return reply('succeeded', new_status, '', items, started, true)
 end
 
 redis.call('HSET', job, f('e', step), payload)

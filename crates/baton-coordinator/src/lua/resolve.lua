@@ -30,7 +30,7 @@ redis.call('HSET', job, 'status', next_status)
 if action == 'output' then
   local new_status, items = succeed(step, payload, dependents, sinks)
   touch(ended(new_status))
-  return reply('resolved', new_status, '', items)
+  return reply('resolved', new_status, '', items, nil, true)
 elseif action == 'retry' then
   -- A fresh retry budget: attempts already spent become the base.
   local attempt = tonumber(get(f('a', step)) or '0')
@@ -44,5 +44,5 @@ elseif action == 'retry' then
 else
   redis.call('HSET', job, f('s', step), 'failed', 'status', 'failed', 'error', payload)
   touch(true)
-  return reply('resolved', 'failed')
+  return reply('resolved', 'failed', '', nil, nil, true)
 end
