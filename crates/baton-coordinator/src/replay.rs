@@ -130,7 +130,9 @@ pub async fn replay(
 /// decisions follow its attempts (dispatch n, then what its outcome decided), whatever order
 /// replicas appended them in.
 fn recorded_decisions(trace: &TraceReply) -> BTreeMap<String, Vec<String>> {
-    let mut decisions: BTreeMap<String, Vec<((u32, u8), String)>> = BTreeMap::new();
+    // (attempt, 0 = its dispatch / 1 = what its outcome decided) orders a step's decisions.
+    type Keyed = Vec<((u32, u8), String)>;
+    let mut decisions: BTreeMap<String, Keyed> = BTreeMap::new();
     for event in sorted(trace) {
         let (scope, key, decision) = match &event.kind {
             EventKind::StepDispatched {
