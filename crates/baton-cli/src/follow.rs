@@ -120,7 +120,9 @@ impl Watcher {
                 }
                 return Ok(exit_code(&status, self.json));
             }
+            // Events first when both are ready: they usually caused the progress.
             tokio::select! {
+                biased;
                 message = self.events.next() => {
                     let Some(message) = message else {
                         return Err(anyhow!("event subscription closed"));

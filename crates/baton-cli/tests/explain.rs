@@ -422,14 +422,14 @@ async fn submit_follow_and_watch_print_events_and_progress_live() {
     assert_eq!(follow.status.code(), Some(0), "{follow:?}");
     let out = stdout(&follow);
     let mut at = 0;
+    assert!(out.contains("job created"), "{out}");
     assert!(
         out.contains("write: dispatched attempt 1 to writer"),
         "{out}"
     );
-    // The worker may start before the dispatch event is out: progress is ordered among
-    // itself and before the step's success.
+    // Progress comes from the worker on its own subject, so it may overtake the first
+    // events; it is ordered among itself and comes before the step's success.
     for needle in [
-        "job created",
         "write (attempt 1) #1: Hel",
         "write (attempt 1) #2: lo, ",
         "write (attempt 1) #3: world",

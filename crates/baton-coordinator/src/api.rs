@@ -262,16 +262,16 @@ async fn trace(engine: &Engine, job: Uuid) -> Result<TraceReply, ApiError> {
     };
     let plan = parse(fields.next().flatten());
     let input = parse(fields.next().flatten());
-    let (entries, count) = engine.store.log(job).await?;
+    let (entries, dropped) = engine.store.log(job).await?;
     let decisions: Vec<_> = entries
         .iter()
-        .filter_map(|entry| serde_json::from_str(entry).ok())
+        .filter_map(|entry| serde_json::from_slice(entry).ok())
         .collect();
     Ok(TraceReply {
         job: status,
         plan,
         input,
-        dropped: count.saturating_sub(entries.len() as u64),
+        dropped,
         decisions,
     })
 }

@@ -1,11 +1,11 @@
 //! The decision log: every event a replica publishes is also appended to its job's log in
-//! Redis (`baton:{<job>}:log`), which `baton.jobs.trace` reads back.
+//! Redis (`baton:{<job>}:log`, newline-delimited JSON), which `baton.jobs.trace` reads back.
 //!
 //! Appends are group-committed off the hot path: events queue in memory and one writer sends
-//! whatever has queued as one pipeline (one script call per job), in the order the events were
-//! published. A replica that dies loses the entries it had not written yet (a few
-//! milliseconds' worth); the transitions themselves are in the job hash, so nothing but the
-//! explanation is lost.
+//! whatever has queued as one pipeline (per job one `APPEND` and one `PEXPIRE`, no script), in
+//! the order the events were published. A replica that dies loses the entries it had not
+//! written yet (a few milliseconds' worth); the transitions themselves are in the job hash,
+//! so nothing but the explanation is lost.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -16,17 +16,18 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::store::Store;
+use crate::store::{LogBatch, Store};
 
 /// Most entries sent in one round trip.
 const BATCH: usize = 4096;
-/// Most entries of one job in one script call (Lua's `unpack` has a stack limit).
-const PER_CALL: usize = 1000;
+
+/// One entry: the job, the event's JSON, and whether it is the job's end.
+type Entry = (Uuid, Bytes, bool);
 
 /// Queues entries for the writer. Cheap to clone.
 #[derive(Clone)]
 pub(crate) struct DecisionLog {
-    tx: mpsc::UnboundedSender<(Uuid, Bytes)>,
+    tx: mpsc::UnboundedSender<Entry>,
 }
 
 impl DecisionLog {
@@ -41,18 +42,15 @@ impl DecisionLog {
         (Self { tx }, writer)
     }
 
-    /// Queues an entry (the event's JSON, shared with its publish).
-    pub(crate) fn append(&self, job: Uuid, entry: Bytes) {
+    /// Queues an entry (the event's JSON, shared with its publish). `ended`: the event is the
+    /// job's end, after which the log keeps the job's retention.
+    pub(crate) fn append(&self, job: Uuid, entry: Bytes, ended: bool) {
         // Fails only once the writer has ended, after shutdown.
-        let _ = self.tx.send((job, entry));
+        let _ = self.tx.send((job, entry, ended));
     }
 }
 
-async fn write(
-    store: Store,
-    mut rx: mpsc::UnboundedReceiver<(Uuid, Bytes)>,
-    stop: CancellationToken,
-) {
+async fn write(store: Store, mut rx: mpsc::UnboundedReceiver<Entry>, stop: CancellationToken) {
     let mut batch = Vec::with_capacity(BATCH);
     loop {
         let first = tokio::select! {
@@ -82,27 +80,25 @@ async fn write(
 }
 
 /// Writes a batch grouped by job, keeping each job's order.
-async fn flush(store: &Store, batch: &mut Vec<(Uuid, Bytes)>) {
+async fn flush(store: &Store, batch: &mut Vec<Entry>) {
     if batch.is_empty() {
         return;
     }
-    let mut groups: Vec<(Uuid, Vec<Bytes>)> = Vec::new();
+    let mut groups: Vec<LogBatch> = Vec::new();
     let mut index: HashMap<Uuid, usize> = HashMap::new();
-    for (job, entry) in batch.drain(..) {
+    for (job, entry, ended) in batch.drain(..) {
         let at = *index.entry(job).or_insert_with(|| {
-            groups.push((job, Vec::new()));
+            groups.push(LogBatch {
+                job,
+                entries: Vec::new(),
+                ended: false,
+            });
             groups.len() - 1
         });
-        let entries = &mut groups[at].1;
-        if entries.len() == PER_CALL {
-            // Start a new call for this job, after the full one.
-            groups.push((job, Vec::new()));
-            index.insert(job, groups.len() - 1);
-            let last = groups.len() - 1;
-            groups[last].1.push(entry);
-        } else {
-            entries.push(entry);
-        }
+        let group = &mut groups[at];
+        group.entries.extend_from_slice(&entry);
+        group.entries.push(b'\n');
+        group.ended |= ended;
     }
     let append = || store.append_log(&groups);
     let written = append
@@ -114,7 +110,6 @@ async fn flush(store: &Store, batch: &mut Vec<(Uuid, Bytes)>) {
         )
         .await;
     if let Err(error) = written {
-        let entries: usize = groups.iter().map(|(_, e)| e.len()).sum();
-        tracing::warn!(error = %error, entries, "Decision-log entries not written");
+        tracing::warn!(error = %error, jobs = groups.len(), "Decision-log entries not written");
     }
 }

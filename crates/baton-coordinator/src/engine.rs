@@ -681,7 +681,11 @@ impl Engine {
             return;
         };
         let payload = Bytes::from(entry);
-        self.log.append(job, payload.clone());
+        let ended = matches!(
+            event.kind,
+            EventKind::JobSucceeded { .. } | EventKind::JobFailed { .. }
+        );
+        self.log.append(job, payload.clone(), ended);
         if let Err(error) = self.client.publish(subject::events(job), payload).await {
             tracing::debug!(job = %job, error = %error, "Event not published");
         }

@@ -66,7 +66,7 @@ impl Coordinator {
             running: options.running_ttl(),
             retention: options.retention(),
             reconcile_after: Duration::from_millis(options.reconcile_after_ms),
-            max_log_entries: options.max_log_entries,
+            max_log_bytes: options.max_log_bytes,
         };
         let store = store::Store::connect(&options, ttl)
             .await

@@ -53,8 +53,8 @@ pub struct Options {
     /// Price of each model, by the model name agents report; `"*"` prices any other model.
     /// Usage of an unpriced model is counted with cost 0.
     pub prices: BTreeMap<String, Price>,
-    /// Most decision-log entries kept per job (the newest are kept).
-    pub max_log_entries: u64,
+    /// Most bytes of decision log kept per job (the newest entries are kept).
+    pub max_log_bytes: u64,
 }
 
 /// What one model costs, in US dollars per million tokens.
@@ -98,7 +98,7 @@ impl Default for Options {
             reconcile_after_ms: 15_000,
             drain_timeout_secs: 10,
             prices: BTreeMap::new(),
-            max_log_entries: 10_000,
+            max_log_bytes: 4 << 20,
         }
     }
 }
@@ -122,7 +122,7 @@ impl fmt::Debug for Options {
             .field("reconcile_after_ms", &self.reconcile_after_ms)
             .field("drain_timeout_secs", &self.drain_timeout_secs)
             .field("prices", &self.prices)
-            .field("max_log_entries", &self.max_log_entries)
+            .field("max_log_bytes", &self.max_log_bytes)
             .finish()
     }
 }
@@ -148,8 +148,8 @@ impl Options {
         if self.limits.max_payload_bytes < 1024 {
             return Err("limits.max_payload_bytes must be at least 1024".into());
         }
-        if self.max_log_entries < 10 {
-            return Err("max_log_entries must be at least 10".into());
+        if self.max_log_bytes < 4096 {
+            return Err("max_log_bytes must be at least 4096".into());
         }
         for (model, price) in &self.prices {
             let valid = |p: f64| p.is_finite() && p >= 0.0;

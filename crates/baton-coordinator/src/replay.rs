@@ -68,7 +68,7 @@ pub async fn replay(
 ) -> Result<ReplayReport, ReplayError> {
     if trace.dropped > 0 {
         return Err(ReplayError::Incomplete(format!(
-            "the job's decision log lost its {} oldest entries (max_log_entries); it cannot be replayed",
+            "the job's decision log lost its {} oldest entries (max_log_bytes); it cannot be replayed",
             trace.dropped
         )));
     }
@@ -86,7 +86,7 @@ pub async fn replay(
         running: Duration::from_secs(3600),
         retention: Duration::from_secs(3600),
         reconcile_after: Duration::from_secs(3600),
-        max_log_entries: 10,
+        max_log_bytes: 4096,
     };
     let store = Store::connect(&options, ttl).await?;
     let mut replay = Replay {

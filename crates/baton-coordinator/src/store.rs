@@ -32,8 +32,8 @@ pub(crate) struct Ttl {
     /// How long an attempt runs before the reconciler checks on its task (and again at this
     /// interval until the attempt ends or times out).
     pub(crate) reconcile_after: Duration,
-    /// Most decision-log entries kept per job.
-    pub(crate) max_log_entries: u64,
+    /// Most decision-log bytes kept per job.
+    pub(crate) max_log_bytes: u64,
 }
 
 /// The reply of a job script.
@@ -58,6 +58,16 @@ pub(crate) struct Transition {
     pub(crate) ending: Option<Ending>,
     /// Attempts the script started; Rust publishes their tasks.
     pub(crate) dispatch: Vec<Dispatch>,
+}
+
+/// Decision-log entries of one job, to append in one command.
+#[derive(Debug, Clone)]
+pub(crate) struct LogBatch {
+    pub(crate) job: Uuid,
+    /// Newline-terminated JSON entries.
+    pub(crate) entries: Vec<u8>,
+    /// The batch holds the job's end.
+    pub(crate) ended: bool,
 }
 
 /// What the script read when a transition ended its job (cjson leaves missing fields out).
@@ -130,7 +140,7 @@ pub(crate) enum RecordKind {
 }
 
 struct Scripts {
-    log_append: Script,
+    log_trim: Script,
     create: Script,
     record: Script,
     retry: Script,
@@ -195,7 +205,7 @@ impl Store {
             .set_max_delay(Duration::from_secs(2));
         let conn = ConnectionManager::new_with_config(client, config).await?;
         let scripts = Scripts {
-            log_append: Script::new(include_str!("lua/log_append.lua")),
+            log_trim: Script::new(include_str!("lua/log_trim.lua")),
             create: job_script(include_str!("lua/create.lua")),
             record: job_script(include_str!("lua/record.lua")),
             retry: job_script(include_str!("lua/retry.lua")),
@@ -264,46 +274,56 @@ impl Store {
         Ok(transition)
     }
 
-    /// Appends decision-log entries, grouped by job (in order), in one round trip.
-    pub(crate) async fn append_log(
-        &self,
-        groups: &[(Uuid, Vec<bytes::Bytes>)],
-    ) -> Result<(), Error> {
+    /// Appends decision-log entries, one batch per job (entries newline-terminated, in
+    /// order), in one round trip. `ended` says a batch holds the job's end: the log then takes
+    /// the retention; otherwise it gets the running TTL if it has none yet. Logs that outgrew
+    /// `max_log_bytes` are trimmed after.
+    pub(crate) async fn append_log(&self, batches: &[LogBatch]) -> Result<(), Error> {
         let mut pipe = redis::pipe();
-        for (job, entries) in groups {
-            let mut invocation = self.scripts.log_append.key(keys::job(*job));
-            invocation
-                .key(keys::log(*job))
-                .arg(self.ttl.max_log_entries)
-                .arg(self.ttl.running.as_millis() as u64);
-            for entry in entries {
-                invocation.arg(entry.as_ref());
+        for batch in batches {
+            let key = keys::log(batch.job);
+            pipe.append(&key, batch.entries.as_slice());
+            let mut expire = redis::cmd("PEXPIRE");
+            if batch.ended {
+                expire.arg(&key).arg(self.ttl.retention.as_millis() as u64);
+            } else {
+                expire
+                    .arg(&key)
+                    .arg(self.ttl.running.as_millis() as u64)
+                    .arg("NX");
             }
-            pipe.invoke_script(&invocation).ignore();
+            pipe.add_command(expire).ignore();
         }
         let mut conn = self.conn.clone();
-        match pipe.query_async::<()>(&mut conn).await {
-            Err(error)
-                if error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
-            {
-                self.scripts.log_append.load_async(&mut conn).await?;
-                pipe.query_async::<()>(&mut conn).await?;
+        let lengths: Vec<u64> = pipe.query_async(&mut conn).await?;
+        for (batch, length) in batches.iter().zip(lengths) {
+            if length > self.ttl.max_log_bytes {
+                let mut invocation = self.scripts.log_trim.key(keys::log(batch.job));
+                invocation
+                    .key(keys::job(batch.job))
+                    .arg(self.ttl.max_log_bytes);
+                let dropped: u64 = invocation.invoke_async(&mut conn).await?;
+                tracing::debug!(job = %batch.job, dropped, "Decision log trimmed");
             }
-            other => other?,
         }
         Ok(())
     }
 
-    /// The job's decision log (oldest first) and how many entries were ever appended.
-    pub(crate) async fn log(&self, job: Uuid) -> Result<(Vec<String>, u64), Error> {
+    /// The job's decision log (oldest first) and how many older entries were dropped.
+    pub(crate) async fn log(&self, job: Uuid) -> Result<(Vec<Vec<u8>>, u64), Error> {
         let mut conn = self.conn.clone();
-        let (entries, count): (Vec<String>, Option<u64>) = redis::pipe()
-            .lrange(keys::log(job), 0, -1)
-            .hget(keys::job(job), keys::field::LOG_COUNT)
+        let (log, dropped): (Option<Vec<u8>>, Option<u64>) = redis::pipe()
+            .get(keys::log(job))
+            .hget(keys::job(job), keys::field::LOG_DROPPED)
             .query_async(&mut conn)
             .await?;
-        let count = count.unwrap_or(entries.len() as u64);
-        Ok((entries, count))
+        let entries = log
+            .unwrap_or_default()
+            .split(|&b| b == b'\n')
+            .filter(|entry| !entry.is_empty())
+            .map(<[u8]>::to_vec)
+            .collect();
+        Ok((entries, dropped.unwrap_or(0)))
     }
 
     pub(crate) async fn create(

@@ -31,7 +31,8 @@ pub fn job(job: Uuid) -> String {
     format!("baton:{{{job}}}:job")
 }
 
-/// The job's decision log: a Redis list of event JSON, in the job's hash slot, expiring with
+/// The job's decision log: a string of newline-delimited event JSON, in the job's hash slot,
+/// expiring with
 /// the job.
 pub fn log(job: Uuid) -> String {
     format!("baton:{{{job}}}:log")
@@ -69,8 +70,8 @@ pub mod field {
     pub const USAGE_INPUT: &str = "ui";
     pub const USAGE_OUTPUT: &str = "uo";
     pub const USAGE_COST: &str = "uc";
-    /// Decision-log entries ever appended (the list keeps the newest).
-    pub const LOG_COUNT: &str = "lg";
+    /// Decision-log entries dropped to keep the log within its bound.
+    pub const LOG_DROPPED: &str = "ld";
 
     pub fn step_status(step: &str) -> String {
         format!("s.{step}")

@@ -341,7 +341,7 @@ pub struct TraceReply {
     pub input: Value,
     /// The decision log, oldest first: the job's events as they were published.
     pub decisions: Vec<Event>,
-    /// Entries no longer kept (the log keeps the newest `max_log_entries`).
+    /// Entries no longer kept (the log keeps the newest `max_log_bytes`).
     #[serde(default)]
     pub dropped: u64,
 }
