@@ -475,3 +475,44 @@ async fn submit_follow_and_watch_print_events_and_progress_live() {
         .collect();
     assert!(lines.iter().any(|l| l["type"] == "step_escalated"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_decision_log_stays_within_its_bound_and_keeps_the_newest_entries() {
+    let mut fleet = Fleet::start().await;
+    let mut options = fleet.coordinator_options.clone();
+    options.max_log_bytes = 4096;
+    fleet.spawn_coordinator_with(options);
+    fleet.wait_ready().await;
+    fleet.spawn_sim("sim");
+    // A chain of 40 steps: about 80 events, well over 4 KiB of log.
+    let steps: Vec<Value> = (0..40)
+        .map(|i| match i {
+            0 => json!({"id": "s0", "agent": "sim"}),
+            _ => json!({"id": format!("s{i}"), "agent": "sim", "needs": [format!("s{}", i - 1)],
+                        "input": {"n": i}}),
+        })
+        .collect();
+    let job = fleet.submit(json!({"steps": steps}), json!({})).await;
+    fleet.wait_for(job, JobStatus::Succeeded, WAIT).await;
+    let trace = fleet.trace(job).await;
+    assert!(trace.dropped > 0, "nothing was dropped");
+    let last = trace.decisions.last().expect("entries kept");
+    assert!(
+        matches!(last.kind, EventKind::JobSucceeded { .. }),
+        "{last:?}"
+    );
+    let len: u64 = redis::cmd("STRLEN")
+        .arg(baton_protocol::keys::log(job))
+        .query_async(&mut fleet.redis_conn().await)
+        .await
+        .unwrap();
+    assert!(len <= 4096, "log is {len} bytes");
+    // Every entry kept is whole, and kept plus dropped is every event of the job.
+    assert_eq!(trace.decisions.len() as u64 + trace.dropped, 1 + 40 * 2 + 1);
+    // A log that lost entries cannot be replayed, and says so.
+    let scratch = baton_harness::RedisServer::start().unwrap();
+    let error = baton_coordinator::replay(&trace, None, &scratch.url())
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("cannot be replayed"), "{error}");
+}
