@@ -14,7 +14,8 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 # Boundaries (ARCHITECTURE.md): the protocol crate does no I/O, workers never touch Redis.
 for pair in "baton-protocol tokio" "baton-protocol async-nats" "baton-protocol redis" \
-            "baton-worker redis" "baton-agents redis"; do
+            "baton-worker redis" "baton-agents redis" \
+            "baton-metrics redis" "baton-metrics async-nats"; do
   set -- $pair
   if cargo tree --locked -p "$1" -e normal -i "$2" >/dev/null 2>&1; then
     echo "boundary violated: $1 depends on $2" >&2

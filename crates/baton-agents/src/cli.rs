@@ -28,6 +28,9 @@ pub struct AgentArgs {
     /// Seconds to wait for tasks in flight on SIGTERM/Ctrl-C.
     #[arg(long, env = "BATON_DRAIN_TIMEOUT_SECS", default_value_t = 30)]
     pub drain_timeout_secs: u64,
+    /// Serve Prometheus metrics on this address (`GET /metrics`), e.g. `0.0.0.0:9091`.
+    #[arg(long, env = "BATON_METRICS_ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// Exit code for bad configuration (EX_USAGE).
@@ -72,6 +75,7 @@ fn options(args: &AgentArgs, default_type: &str) -> anyhow::Result<WorkerOptions
     options.ack_wait = Duration::from_secs(args.ack_wait_secs);
     options.max_deliver = args.max_deliver;
     options.drain_timeout = Duration::from_secs(args.drain_timeout_secs);
+    options.metrics_addr = args.metrics_addr;
     options.validate().map_err(anyhow::Error::msg)?;
     Ok(options)
 }

@@ -7,10 +7,13 @@
 //! fails the first K attempts of each step the given way (all attempts when K is missing):
 //! `error` returns a retryable error, `timeout` never answers, `invalid` returns an output
 //! that is not the step's input (a string), which breaks any output schema, and `crash`
-//! aborts the whole worker process on every delivery (a poison task).
+//! aborts the whole worker process on every delivery (a poison task). An optional
+//! `"usage": {"model", "input_tokens", "output_tokens"}` is reported as the attempt's token
+//! usage on every attempt that answers.
 
 use std::time::Duration;
 
+use baton_protocol::messages::Usage;
 use baton_worker::{Agent, AgentError, Task};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -25,6 +28,9 @@ pub struct SimSpec {
     pub fail: Option<FailMode>,
     #[serde(default)]
     pub fail_attempts: Option<u32>,
+    /// Token usage to report on each attempt, as an LLM agent would.
+    #[serde(default)]
+    pub usage: Option<Usage>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -64,6 +70,9 @@ impl Agent for Sim {
         if spec.sleep_ms > 0 {
             tokio::time::sleep(Duration::from_millis(spec.sleep_ms)).await;
         }
+        if let Some(usage) = spec.usage.clone() {
+            task.report_usage(usage);
+        }
         match spec.failure_on(task.attempt) {
             None => Ok(task.input),
             Some(FailMode::Error) => Err(AgentError::retryable(format!(
@@ -101,5 +110,12 @@ mod tests {
         assert!(SimSpec::of(&json!({"sim": {"fail": "explode"}})).is_err());
         let always = SimSpec::of(&json!({"sim": {"fail": "timeout"}})).unwrap();
         assert_eq!(always.failure_on(1000), Some(FailMode::Timeout));
+        let usage =
+            json!({"sim": {"usage": {"model": "m", "input_tokens": 3, "output_tokens": 4}}});
+        let usage = SimSpec::of(&usage).unwrap().usage.unwrap();
+        assert_eq!(
+            (usage.model.as_deref(), usage.output_tokens),
+            (Some("m"), 4)
+        );
     }
 }

@@ -46,6 +46,9 @@ pub struct CoordinatorArgs {
     /// Seconds a finished job's state is kept.
     #[arg(long, env = "BATON_RETENTION_SECS")]
     pub retention_secs: Option<u64>,
+    /// Serve Prometheus metrics on this address (`GET /metrics`), e.g. `0.0.0.0:9090`.
+    #[arg(long, env = "BATON_METRICS_ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 pub(crate) fn options(
@@ -86,6 +89,9 @@ pub(crate) fn options(
     }
     if let Some(value) = args.reconcile_after_ms {
         options.reconcile_after_ms = value;
+    }
+    if args.metrics_addr.is_some() {
+        options.metrics_addr = args.metrics_addr;
     }
     options.validate().map_err(ConfigError)?;
     Ok(options)
@@ -132,6 +138,7 @@ mod tests {
             max_in_flight: None,
             retention_secs: None,
             reconcile_after_ms: None,
+            metrics_addr: None,
         }
     }
 
@@ -149,6 +156,25 @@ mod tests {
         );
         let options = options(&nats("nats://127.0.0.1:4222"), &args).unwrap();
         assert_eq!(options, Options::default());
+    }
+
+    #[test]
+    fn the_metrics_address_comes_from_the_file_or_the_flag() {
+        use clap::Parser as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.yaml");
+        std::fs::write(&path, "metrics_addr: 127.0.0.1:9090\n").unwrap();
+        let mut args = args("redis://x", Some(path));
+        let from_file = options(&nats("nats://x"), &args).unwrap();
+        assert_eq!(
+            from_file.metrics_addr,
+            Some("127.0.0.1:9090".parse().unwrap())
+        );
+        args.metrics_addr = Some("0.0.0.0:0".parse().unwrap());
+        let from_flag = options(&nats("nats://x"), &args).unwrap();
+        assert_eq!(from_flag.metrics_addr, Some("0.0.0.0:0".parse().unwrap()));
+        let parsed = crate::Cli::try_parse_from(["baton", "coordinator", "--metrics-addr", "nine"]);
+        assert!(parsed.is_err());
     }
 
     #[test]

@@ -24,6 +24,7 @@ use uuid::Uuid;
 
 use crate::api::ApiError;
 use crate::decisions::DecisionLog;
+use crate::metrics::Metrics;
 use crate::options::Options;
 use crate::store::{self, Record, RecordKind, Store, Transition};
 
@@ -52,6 +53,8 @@ pub(crate) struct Engine {
     pub(crate) timer_wake: Notify,
     pub(crate) next_timer: AtomicU64,
     log: DecisionLog,
+    /// Prometheus metrics, derived from the events this replica publishes.
+    pub(crate) metrics: Arc<Metrics>,
 }
 
 /// What a worker said about an attempt besides its outcome.
@@ -84,6 +87,7 @@ impl Engine {
             timer_wake: Notify::new(),
             next_timer: AtomicU64::new(u64::MAX),
             log,
+            metrics: Arc::new(Metrics::new()),
         }
     }
 
@@ -672,6 +676,7 @@ impl Engine {
     /// Publishes an event stamped with the time its transition was decided (the `now` the
     /// script ran with), which is what delays and deadlines are measured from.
     pub(crate) async fn event_at(&self, job: Uuid, ts_ms: u64, kind: EventKind) {
+        self.metrics.observe(&kind, self.plans.get(&job).as_deref());
         let event = Event {
             job_id: job,
             ts_ms,

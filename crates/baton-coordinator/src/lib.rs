@@ -9,6 +9,7 @@ mod api;
 mod consume;
 mod decisions;
 mod engine;
+mod metrics;
 mod options;
 mod reconcile;
 mod replay;
@@ -45,6 +46,8 @@ pub enum Error {
     },
     #[error("could not subscribe: {0}")]
     Subscribe(#[from] async_nats::SubscribeError),
+    #[error(transparent)]
+    Metrics(#[from] baton_metrics::Error),
 }
 
 /// One coordinator replica.
@@ -62,6 +65,11 @@ impl Coordinator {
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
         let options = self.options;
         options.validate().map_err(Error::Config)?;
+        // Bound first, so a taken or foreign address fails startup before anything connects.
+        let metrics_server = match options.metrics_addr {
+            Some(addr) => Some(baton_metrics::MetricsServer::bind(addr).await?),
+            None => None,
+        };
         let ttl = store::Ttl {
             running: options.running_ttl(),
             retention: options.retention(),
@@ -99,6 +107,12 @@ impl Coordinator {
         let log_stop = CancellationToken::new();
         let (log, log_writer) = decisions::DecisionLog::spawn(store.clone(), log_stop.clone());
         let engine = Arc::new(engine::Engine::new(client.clone(), store, log, options));
+        // Cancelled when `run` returns, however it returns.
+        let metrics_stop = CancellationToken::new().drop_guard();
+        let metrics_task = metrics_server.map(|server| {
+            let stop = metrics_stop.token().clone();
+            engine.metrics.serve(server, js.clone(), stop)
+        });
         let stop = CancellationToken::new();
         // Work in flight. A tracker, not a JoinSet: a JoinSet keeps every finished task until
         // it is joined, which grew the coordinator by gigabytes over a million steps.
@@ -183,6 +197,11 @@ impl Coordinator {
         }
         if let Err(error) = client.drain().await {
             tracing::debug!(error = %error, "NATS drain incomplete");
+        }
+        // Scrapes are answered until the very end, so the last counts can be read.
+        drop(metrics_stop);
+        if let Some(task) = metrics_task {
+            let _ = task.await;
         }
         tracing::info!("Coordinator stopped");
         Ok(())

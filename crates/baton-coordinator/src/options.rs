@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -55,6 +56,9 @@ pub struct Options {
     pub prices: BTreeMap<String, Price>,
     /// Most bytes of decision log kept per job (the newest entries are kept).
     pub max_log_bytes: u64,
+    /// Where to serve Prometheus metrics (`GET /metrics`), e.g. `0.0.0.0:9090`; off when
+    /// missing. Port 0 picks a free port (logged as `Metrics listening`).
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 /// What one model costs, in US dollars per million tokens.
@@ -99,6 +103,7 @@ impl Default for Options {
             drain_timeout_secs: 10,
             prices: BTreeMap::new(),
             max_log_bytes: 4 << 20,
+            metrics_addr: None,
         }
     }
 }
@@ -123,6 +128,7 @@ impl fmt::Debug for Options {
             .field("drain_timeout_secs", &self.drain_timeout_secs)
             .field("prices", &self.prices)
             .field("max_log_bytes", &self.max_log_bytes)
+            .field("metrics_addr", &self.metrics_addr)
             .finish()
     }
 }

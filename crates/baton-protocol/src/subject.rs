@@ -102,9 +102,17 @@ pub mod consumer {
     /// The consumer coordinators pull results from.
     pub const RESULTS: &str = "baton-coordinator-results";
 
+    /// Prefix of the agent consumers' names.
+    const AGENT_PREFIX: &str = "baton-agent-";
+
     /// The one consumer every replica of an agent type shares.
     pub fn agent(agent: &AgentName) -> String {
-        format!("baton-agent-{agent}")
+        format!("{AGENT_PREFIX}{agent}")
+    }
+
+    /// The agent type whose consumer this is, if it is an agent consumer.
+    pub fn agent_of(consumer: &str) -> Option<&str> {
+        consumer.strip_prefix(AGENT_PREFIX)
     }
 }
 
@@ -148,6 +156,8 @@ mod tests {
         assert_eq!(results(&agent), "baton.results.sql");
         assert_eq!(dlq(&agent), "baton.dlq.sql");
         assert_eq!(consumer::agent(&agent), "baton-agent-sql");
+        assert_eq!(consumer::agent_of("baton-agent-sql"), Some("sql"));
+        assert_eq!(consumer::agent_of(consumer::RESULTS), None);
         assert_eq!(agent_of("baton.results.sql"), Some("sql"));
         assert_eq!(agent_of("baton.jobs.submit"), None);
     }

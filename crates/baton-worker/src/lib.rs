@@ -7,6 +7,7 @@
 //! **Boundary:** workers speak only NATS. Nothing here knows Redis exists.
 
 mod agent;
+mod metrics;
 mod runtime;
 
 pub use agent::{Agent, AgentError, Task};

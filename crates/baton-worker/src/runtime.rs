@@ -2,6 +2,7 @@
 //! shutdown.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,6 +19,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::agent::{Agent, Reporter, Task};
+use crate::metrics::{Outcome, WorkerMetrics};
 
 /// Why a worker stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +30,8 @@ pub enum Error {
     Nats(#[from] baton_nats::Error),
     #[error("could not open the task stream: {0}")]
     Stream(String),
+    #[error(transparent)]
+    Metrics(#[from] baton_metrics::Error),
 }
 
 /// Configuration of one worker process.
@@ -48,6 +52,9 @@ pub struct WorkerOptions {
     pub worker_id: String,
     /// Largest result accepted; a larger output becomes a non-retryable error.
     pub max_payload_bytes: usize,
+    /// Where to serve Prometheus metrics (`GET /metrics`); off when `None`. Port 0 picks a
+    /// free port (logged as `Metrics listening`).
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 impl WorkerOptions {
@@ -65,6 +72,7 @@ impl WorkerOptions {
             drain_timeout: Duration::from_secs(30),
             worker_id,
             max_payload_bytes: Limits::default().max_payload_bytes,
+            metrics_addr: None,
         }
     }
 
@@ -96,6 +104,7 @@ struct Shared<A> {
     client: async_nats::Client,
     /// Fired when the drain timeout passes: tasks still running hand their message back.
     hard_stop: CancellationToken,
+    metrics: WorkerMetrics,
 }
 
 impl<A: Agent> Worker<A> {
@@ -109,6 +118,11 @@ impl<A: Agent> Worker<A> {
     /// Serves tasks until `shutdown` completes, then stops pulling and drains.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
         self.options.validate().map_err(Error::Config)?;
+        // Bound first, so a taken or foreign address fails startup before anything connects.
+        let metrics_server = match self.options.metrics_addr {
+            Some(addr) => Some(baton_metrics::MetricsServer::bind(addr).await?),
+            None => None,
+        };
         let client = baton_nats::connect(&self.options.nats).await?;
         let js = jetstream::new(client.clone());
         // Only the streams a worker uses: a least-privilege worker may look up nothing else.
@@ -127,7 +141,16 @@ impl<A: Agent> Worker<A> {
             js,
             client: client.clone(),
             hard_stop: CancellationToken::new(),
+            metrics: WorkerMetrics::new(self.options.agent.as_str()),
         });
+        // Cancelled when `run` returns, however it returns: scrapes are answered to the end.
+        let metrics_stop = CancellationToken::new().drop_guard();
+        if let Some(server) = metrics_server {
+            server.spawn(
+                shared.metrics.registry.clone(),
+                metrics_stop.token().clone(),
+            );
+        }
         let limit = Arc::new(Semaphore::new(self.options.concurrency));
         let mut tasks = JoinSet::new();
         tracing::info!(agent = %self.options.agent, concurrency = self.options.concurrency, "Worker ready");
@@ -204,6 +227,7 @@ impl<A: Agent> Worker<A> {
 
 impl<A: Agent> Shared<A> {
     async fn handle(&self, message: jetstream::Message) {
+        let _in_flight = self.metrics.received();
         let decoded = baton_nats::encoding_of(message.headers.as_ref()).and_then(|encoding| {
             encoding.decode::<WireTask>(&message.payload, self.options.max_payload_bytes)
         });
@@ -214,6 +238,7 @@ impl<A: Agent> Shared<A> {
                 // timeout handles the step.
                 tracing::warn!(subject = %message.subject, error = %error, "Undecodable task terminated");
                 let _ = message.ack_with(AckKind::Term).await;
+                self.metrics.finished(Outcome::Undecodable);
                 return;
             }
         };
@@ -230,6 +255,7 @@ impl<A: Agent> Shared<A> {
         if remaining.is_zero() {
             tracing::info!(job = %task.job_id, step = %task.step_id, attempt = task.attempt, "Task expired before it started");
             let _ = message.ack_with(AckKind::Term).await;
+            self.metrics.finished(Outcome::Expired);
             return;
         }
         let (job, step, attempt) = (task.job_id, task.step_id.clone(), task.attempt);
@@ -248,31 +274,36 @@ impl<A: Agent> Shared<A> {
             tokio::select! {
                 outcome = &mut work => break outcome,
                 _ = heartbeat.tick() => {
-                    if let Err(error) = message.ack_with(AckKind::Progress).await {
-                        tracing::debug!(error = %error, "Heartbeat not sent");
+                    match message.ack_with(AckKind::Progress).await {
+                        Ok(()) => self.metrics.heartbeat(),
+                        Err(error) => tracing::debug!(error = %error, "Heartbeat not sent"),
                     }
                 }
                 () = &mut deadline => {
                     work.abort();
                     tracing::info!(job = %job, step = %step, attempt, "Attempt passed its deadline; stopped");
                     let _ = message.ack_with(AckKind::Term).await;
+                    self.metrics.finished(Outcome::TimedOut);
                     return;
                 }
                 () = self.hard_stop.cancelled() => {
                     work.abort();
                     let _ = message.ack_with(AckKind::Nak(None)).await;
+                    self.metrics.finished(Outcome::HandedBack);
                     return;
                 }
             }
         };
-        let (output, error) = match outcome {
-            Ok(Ok(output)) => (Some(output), None),
+        let duration = started.elapsed();
+        let (output, error, mut answered) = match outcome {
+            Ok(Ok(output)) => (Some(output), None, Outcome::Succeeded),
             Ok(Err(error)) => (
                 None,
                 Some(WireError {
                     message: error.message,
                     retryable: error.retryable,
                 }),
+                Outcome::Failed,
             ),
             Err(join) => (
                 None,
@@ -280,6 +311,7 @@ impl<A: Agent> Shared<A> {
                     message: format!("agent panicked: {join}"),
                     retryable: true,
                 }),
+                Outcome::Panicked,
             ),
         };
         let mut result = TaskResult {
@@ -289,9 +321,10 @@ impl<A: Agent> Shared<A> {
             output,
             error,
             worker: Some(self.options.worker_id.clone()),
-            duration_ms: Some(started.elapsed().as_millis() as u64),
+            duration_ms: Some(duration.as_millis() as u64),
             usage: reporter.take_usage(),
         };
+        self.metrics.answered(duration, result.usage.as_ref());
         let mut payload = serde_json::to_vec(&result).unwrap_or_default();
         if payload.len() > self.options.max_payload_bytes {
             let message = format!(
@@ -305,6 +338,7 @@ impl<A: Agent> Shared<A> {
                 retryable: false,
             });
             payload = serde_json::to_vec(&result).unwrap_or_default();
+            answered = Outcome::Failed;
         }
         if let Err(error) = self.publish_result(&result, Bytes::from(payload)).await {
             // Not stored: hand the task back so it is redone rather than lost.
@@ -312,8 +346,11 @@ impl<A: Agent> Shared<A> {
             let _ = message
                 .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
                 .await;
+            self.metrics.publish_failed();
+            self.metrics.finished(Outcome::HandedBack);
             return;
         }
+        self.metrics.finished(answered);
         if let Err(error) = message.ack().await {
             tracing::debug!(error = %error, "Ack not sent; the redelivery's result will be fenced");
         }
@@ -346,6 +383,7 @@ impl<A: Agent> Shared<A> {
             .await
             .map(|ack| {
                 if ack.duplicate {
+                    self.metrics.fenced();
                     // Another copy of this attempt (a redelivery this process outlived) answered
                     // first; the broker kept that result and dropped this one.
                     tracing::info!(

@@ -1,0 +1,517 @@
+//! The coordinator's Prometheus metrics. Everything about steps and jobs is derived from the
+//! events the replica publishes (one call in `Engine::event_at`), so a metric can never
+//! disagree with the decision log. Queue depths are read from JetStream when a scrape arrives.
+//! Every metric is listed in docs/observability.md.
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, RwLock};
+
+use async_nats::jetstream;
+use baton_metrics::prometheus_client;
+use baton_protocol::messages::{AttemptReport, EventKind, FailureClass, ResolveAction};
+use baton_protocol::plan::Plan;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+use tokio_util::sync::CancellationToken;
+
+mod queues;
+#[cfg(test)]
+mod tests;
+
+use queues::{QueueCollector, Queues};
+
+/// Metric names, in one place (the `_total` suffix of counters and the unit suffix are added
+/// by the encoder).
+mod name {
+    pub(super) const JOBS_CREATED: &str = "baton_jobs_created";
+    pub(super) const JOBS_FINISHED: &str = "baton_jobs_finished";
+    pub(super) const ATTEMPTS: &str = "baton_step_attempts";
+    pub(super) const REDISPATCHES: &str = "baton_step_redispatches";
+    pub(super) const OUTCOMES: &str = "baton_step_outcomes";
+    pub(super) const TIMEOUTS: &str = "baton_step_timeouts";
+    pub(super) const RETRIES: &str = "baton_step_retries";
+    pub(super) const DEAD_LETTERS: &str = "baton_step_dead_letters";
+    pub(super) const ESCALATIONS: &str = "baton_step_escalations";
+    pub(super) const RESOLUTIONS: &str = "baton_escalation_resolutions";
+    pub(super) const FENCED: &str = "baton_results_fenced";
+    pub(super) const LATENCY: &str = "baton_step_latency";
+    pub(super) const OVERHEAD: &str = "baton_step_overhead";
+    pub(super) const TOKENS: &str = "baton_tokens";
+    pub(super) const COST: &str = "baton_cost";
+    pub(super) const QUEUE_READ_FAILURES: &str = "baton_queue_read_failures";
+    pub(super) const TASKS_PENDING: &str = "baton_tasks_pending";
+    pub(super) const TASKS_IN_FLIGHT: &str = "baton_tasks_in_flight";
+    pub(super) const TASKS_REDELIVERED: &str = "baton_tasks_redelivered";
+    pub(super) const COORDINATOR_PENDING: &str = "baton_coordinator_pending";
+    pub(super) const COORDINATOR_IN_FLIGHT: &str = "baton_coordinator_in_flight";
+    pub(super) const QUEUE_AGE: &str = "baton_queue_info_age_seconds";
+}
+
+/// Label of series whose agent could not be found (the plan was not cached and events are
+/// not worth a Redis read).
+const UNKNOWN: &str = "unknown";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AgentLabels {
+    agent: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabels {
+    status: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    agent: String,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClassLabels {
+    agent: String,
+    class: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ActionLabels {
+    agent: String,
+    action: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    agent: String,
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TokenLabels {
+    agent: String,
+    model: String,
+    direction: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ModelLabels {
+    agent: String,
+    model: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QueueLabels {
+    queue: &'static str,
+}
+
+type SecondsFamily = Family<AgentLabels, Histogram, fn() -> Histogram>;
+type UsdCounter = Counter<f64, AtomicU64>;
+
+/// Outcomes of an attempt, as the `outcome` label gives them; failures by class.
+const OUTCOMES: [&str; 5] = ["succeeded", "error", "timeout", "invalid", "poison"];
+/// Failure classes, as the `class` label gives them (the order of [`class_index`]).
+const CLASSES: [&str; 4] = ["error", "timeout", "invalid", "poison"];
+const ACTIONS: [&str; 3] = ["output", "retry", "fail"];
+/// Why a result was fenced, as the `reason` label gives it (the first word of the event's).
+const FENCE_REASONS: [&str; 4] = ["stale", "ended", "missing", "other"];
+
+fn class_index(class: FailureClass) -> usize {
+    match class {
+        FailureClass::Error => 0,
+        FailureClass::Timeout => 1,
+        FailureClass::Invalid => 2,
+        FailureClass::Poison => 3,
+    }
+}
+
+/// The families, from which each agent's series are taken once.
+struct Families {
+    attempts: Family<AgentLabels, Counter>,
+    redispatches: Family<AgentLabels, Counter>,
+    outcomes: Family<OutcomeLabels, Counter>,
+    timeouts: Family<AgentLabels, Counter>,
+    retries: Family<ClassLabels, Counter>,
+    dead_letters: Family<AgentLabels, Counter>,
+    escalations: Family<AgentLabels, Counter>,
+    resolutions: Family<ActionLabels, Counter>,
+    fenced: Family<ReasonLabels, Counter>,
+    latency: SecondsFamily,
+    overhead: SecondsFamily,
+    tokens: Family<TokenLabels, Counter>,
+    cost: Family<ModelLabels, UsdCounter>,
+}
+
+/// One agent type's series, resolved once so an event costs a map read and a few atomics.
+struct AgentSeries {
+    agent: String,
+    attempts: Counter,
+    redispatches: Counter,
+    outcomes: [Counter; OUTCOMES.len()],
+    timeouts: Counter,
+    retries: [Counter; CLASSES.len()],
+    dead_letters: Counter,
+    escalations: Counter,
+    resolutions: [Counter; ACTIONS.len()],
+    fenced: [Counter; FENCE_REASONS.len()],
+    latency: Histogram,
+    overhead: Histogram,
+    models: RwLock<HashMap<String, Arc<ModelSeries>>>,
+}
+
+/// Tokens and cost of one (agent, model).
+struct ModelSeries {
+    input: Counter,
+    output: Counter,
+    cost: UsdCounter,
+}
+
+/// The coordinator's registry and the handles events update.
+pub(crate) struct Metrics {
+    registry: Registry,
+    families: Families,
+    agents: RwLock<HashMap<String, Arc<AgentSeries>>>,
+    jobs_created: Counter,
+    jobs_succeeded: Counter,
+    jobs_failed: Counter,
+    queue_read_failures: Counter,
+    queues: Arc<Mutex<Queues>>,
+}
+
+impl Metrics {
+    pub(crate) fn new() -> Self {
+        let seconds: fn() -> Histogram = baton_metrics::seconds_histogram;
+        let families = Families {
+            attempts: Family::default(),
+            redispatches: Family::default(),
+            outcomes: Family::default(),
+            timeouts: Family::default(),
+            retries: Family::default(),
+            dead_letters: Family::default(),
+            escalations: Family::default(),
+            resolutions: Family::default(),
+            fenced: Family::default(),
+            latency: Family::new_with_constructor(seconds),
+            overhead: Family::new_with_constructor(seconds),
+            tokens: Family::default(),
+            cost: Family::default(),
+        };
+        let jobs_created = Counter::default();
+        let jobs_finished = Family::<StatusLabels, Counter>::default();
+        let jobs_succeeded = jobs_finished.get_or_create_owned(&StatusLabels {
+            status: "succeeded",
+        });
+        let jobs_failed = jobs_finished.get_or_create_owned(&StatusLabels { status: "failed" });
+        let queue_read_failures = Counter::default();
+        let queues = Arc::new(Mutex::new(Queues::default()));
+
+        let mut r = Registry::default();
+        let f = &families;
+        r.register(name::JOBS_CREATED, "Jobs created", jobs_created.clone());
+        r.register(
+            name::JOBS_FINISHED,
+            "Jobs that ended, by final status",
+            jobs_finished,
+        );
+        r.register(
+            name::ATTEMPTS,
+            "Attempts whose task was stored in BATON_TASKS, by agent type",
+            f.attempts.clone(),
+        );
+        r.register(
+            name::REDISPATCHES,
+            "Tasks the reconciler published again (same attempt), by agent type",
+            f.redispatches.clone(),
+        );
+        r.register(
+            name::OUTCOMES,
+            "Recorded attempt outcomes by agent type: succeeded, or the failure class",
+            f.outcomes.clone(),
+        );
+        r.register(
+            name::TIMEOUTS,
+            "Attempts that did not answer before their deadline, by agent type",
+            f.timeouts.clone(),
+        );
+        r.register(
+            name::RETRIES,
+            "Retries scheduled, by agent type and the failure class that caused them",
+            f.retries.clone(),
+        );
+        r.register(
+            name::DEAD_LETTERS,
+            "Step tasks stored in BATON_DLQ, by agent type",
+            f.dead_letters.clone(),
+        );
+        r.register(
+            name::ESCALATIONS,
+            "Steps escalated to a human, by agent type",
+            f.escalations.clone(),
+        );
+        r.register(
+            name::RESOLUTIONS,
+            "Escalations a human resolved, by agent type and action",
+            f.resolutions.clone(),
+        );
+        r.register(
+            name::FENCED,
+            "Results that did not count (stale attempt, job ended, state missing), by agent type",
+            f.fenced.clone(),
+        );
+        r.register_with_unit(
+            name::LATENCY,
+            "From an attempt's dispatch to its outcome being recorded, by agent type",
+            Unit::Seconds,
+            f.latency.clone(),
+        );
+        r.register_with_unit(
+            name::OVERHEAD,
+            "Orchestration overhead of an attempt: its latency minus the time the agent \
+             reported working, by agent type",
+            Unit::Seconds,
+            f.overhead.clone(),
+        );
+        r.register(
+            name::TOKENS,
+            "Tokens agents reported, by agent type, model and direction (input or output)",
+            f.tokens.clone(),
+        );
+        r.register_with_unit(
+            name::COST,
+            "Cost of the reported tokens from the coordinator's price table, by agent type \
+             and model",
+            Unit::Other("usd".into()),
+            f.cost.clone(),
+        );
+        r.register(
+            name::QUEUE_READ_FAILURES,
+            "Scrapes that could not read the queue depths from JetStream in time (the last \
+             values read were served)",
+            queue_read_failures.clone(),
+        );
+        r.register_collector(Box::new(QueueCollector(queues.clone())));
+        Self {
+            registry: r,
+            families,
+            agents: RwLock::new(HashMap::new()),
+            jobs_created,
+            jobs_succeeded,
+            jobs_failed,
+            queue_read_failures,
+            queues,
+        }
+    }
+
+    /// Counts one published event. `plan` (from the replica's cache) names the agent of
+    /// events that do not carry it.
+    pub(crate) fn observe(&self, kind: &EventKind, plan: Option<&Plan>) {
+        let agent_of = |step: &str| {
+            plan.and_then(|plan| plan.step(step))
+                .map_or(UNKNOWN, |step| step.agent().as_str())
+        };
+        match kind {
+            EventKind::JobCreated { .. } => {
+                self.jobs_created.inc();
+            }
+            EventKind::JobSucceeded { .. } => {
+                self.jobs_succeeded.inc();
+            }
+            EventKind::JobFailed { .. } => {
+                self.jobs_failed.inc();
+            }
+            EventKind::StepDispatched { agent, .. } => {
+                self.agent(agent).attempts.inc();
+            }
+            // A rerun's reused output is no attempt either.
+            EventKind::StepReused { .. } => {}
+            EventKind::StepRedispatched { step_id, .. } => {
+                self.agent(agent_of(step_id)).redispatches.inc();
+            }
+            EventKind::StepSucceeded {
+                step_id,
+                report,
+                human,
+                ..
+            } => {
+                // A human-supplied output is no attempt's outcome
+                // (`baton_escalation_resolutions_total{action="output"}` counts it).
+                if !*human {
+                    let series = self.agent(agent_of(step_id));
+                    series.outcomes[0].inc();
+                    series.attempt_report(report, self);
+                }
+            }
+            EventKind::StepFailed {
+                step_id,
+                error,
+                report,
+                ..
+            } => {
+                let series = self.agent(agent_of(step_id));
+                series.outcomes[1 + class_index(error.class)].inc();
+                if error.class == FailureClass::Timeout {
+                    series.timeouts.inc();
+                }
+                series.attempt_report(report, self);
+            }
+            EventKind::RetryScheduled { step_id, class, .. } => {
+                let series = self.agent(agent_of(step_id));
+                match class {
+                    Some(class) => {
+                        series.retries[class_index(*class)].inc();
+                    }
+                    None => {
+                        let labels = ClassLabels {
+                            agent: series.agent.clone(),
+                            class: UNKNOWN,
+                        };
+                        self.families.retries.get_or_create(&labels).inc();
+                    }
+                }
+            }
+            EventKind::StepDeadLettered { agent, .. } => {
+                self.agent(agent).dead_letters.inc();
+            }
+            EventKind::StepEscalated { step_id, .. } => {
+                self.agent(agent_of(step_id)).escalations.inc();
+            }
+            EventKind::EscalationResolved {
+                step_id, action, ..
+            } => {
+                let index = match action {
+                    ResolveAction::Output => 0,
+                    ResolveAction::Retry => 1,
+                    ResolveAction::Fail => 2,
+                };
+                self.agent(agent_of(step_id)).resolutions[index].inc();
+            }
+            EventKind::ResultFenced {
+                step_id, reason, ..
+            } => {
+                let word = reason.split_whitespace().next().unwrap_or_default();
+                let index = FENCE_REASONS[..3]
+                    .iter()
+                    .position(|known| *known == word)
+                    .unwrap_or(3);
+                self.agent(agent_of(step_id)).fenced[index].inc();
+            }
+        }
+    }
+
+    /// The series of an agent type, created on its first event.
+    fn agent(&self, agent: &str) -> Arc<AgentSeries> {
+        let agents = self.agents.read().unwrap_or_else(|p| p.into_inner());
+        if let Some(series) = agents.get(agent) {
+            return series.clone();
+        }
+        drop(agents);
+        let mut agents = self.agents.write().unwrap_or_else(|p| p.into_inner());
+        agents
+            .entry(agent.to_owned())
+            .or_insert_with(|| Arc::new(AgentSeries::new(&self.families, agent)))
+            .clone()
+    }
+
+    /// Serves `GET /metrics` from `server` until `stop` is cancelled.
+    pub(crate) fn serve(
+        self: &Arc<Self>,
+        server: baton_metrics::MetricsServer,
+        js: jetstream::Context,
+        stop: CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        server.spawn(Arc::new(queues::Exporter::new(self.clone(), js)), stop)
+    }
+}
+
+impl AgentSeries {
+    fn new(families: &Families, agent: &str) -> Self {
+        let labels = AgentLabels {
+            agent: agent.to_owned(),
+        };
+        let agent = agent.to_owned();
+        let with = |value: &'static str| (agent.clone(), value);
+        Self {
+            attempts: families.attempts.get_or_create_owned(&labels),
+            redispatches: families.redispatches.get_or_create_owned(&labels),
+            outcomes: OUTCOMES.map(|outcome| {
+                let (agent, outcome) = with(outcome);
+                families
+                    .outcomes
+                    .get_or_create_owned(&OutcomeLabels { agent, outcome })
+            }),
+            timeouts: families.timeouts.get_or_create_owned(&labels),
+            retries: CLASSES.map(|class| {
+                let (agent, class) = with(class);
+                families
+                    .retries
+                    .get_or_create_owned(&ClassLabels { agent, class })
+            }),
+            dead_letters: families.dead_letters.get_or_create_owned(&labels),
+            escalations: families.escalations.get_or_create_owned(&labels),
+            resolutions: ACTIONS.map(|action| {
+                let (agent, action) = with(action);
+                families
+                    .resolutions
+                    .get_or_create_owned(&ActionLabels { agent, action })
+            }),
+            fenced: FENCE_REASONS.map(|reason| {
+                let (agent, reason) = with(reason);
+                families
+                    .fenced
+                    .get_or_create_owned(&ReasonLabels { agent, reason })
+            }),
+            latency: families.latency.get_or_create_owned(&labels),
+            overhead: families.overhead.get_or_create_owned(&labels),
+            models: RwLock::new(HashMap::new()),
+            agent,
+        }
+    }
+
+    /// Latency, overhead, tokens and cost of a recorded attempt.
+    fn attempt_report(&self, report: &AttemptReport, metrics: &Metrics) {
+        if let Some(latency) = report.latency_ms {
+            self.latency.observe(baton_metrics::ms_to_seconds(latency));
+            if let Some(duration) = report.duration_ms {
+                let overhead = latency.saturating_sub(duration);
+                self.overhead
+                    .observe(baton_metrics::ms_to_seconds(overhead));
+            }
+        }
+        if let Some(usage) = &report.usage {
+            let model = self.model(usage.model.as_deref().unwrap_or(UNKNOWN), metrics);
+            model.input.inc_by(usage.input_tokens);
+            model.output.inc_by(usage.output_tokens);
+            model.cost.inc_by(usage.cost_usd);
+        }
+    }
+
+    fn model(&self, model: &str, metrics: &Metrics) -> Arc<ModelSeries> {
+        let models = self.models.read().unwrap_or_else(|p| p.into_inner());
+        if let Some(series) = models.get(model) {
+            return series.clone();
+        }
+        drop(models);
+        let families = &metrics.families;
+        let tokens = |direction| TokenLabels {
+            agent: self.agent.clone(),
+            model: model.to_owned(),
+            direction,
+        };
+        let mut models = self.models.write().unwrap_or_else(|p| p.into_inner());
+        models
+            .entry(model.to_owned())
+            .or_insert_with(|| {
+                Arc::new(ModelSeries {
+                    input: families.tokens.get_or_create_owned(&tokens("input")),
+                    output: families.tokens.get_or_create_owned(&tokens("output")),
+                    cost: families.cost.get_or_create_owned(&ModelLabels {
+                        agent: self.agent.clone(),
+                        model: model.to_owned(),
+                    }),
+                })
+            })
+            .clone()
+    }
+}

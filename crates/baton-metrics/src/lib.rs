@@ -1,0 +1,78 @@
+//! Prometheus metrics plumbing shared by the coordinator and the worker SDK: the histogram
+//! buckets every duration uses, the OpenMetrics text encoding, and [`MetricsServer`], the
+//! HTTP endpoint that answers `GET /metrics`.
+//!
+//! The metrics themselves live next to the code they describe (`metrics.rs` in
+//! `baton-coordinator` and in `baton-worker`); docs/observability.md lists them all.
+
+mod server;
+
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+pub use prometheus_client;
+pub use server::{Error, MetricsServer, Scrape};
+
+/// Content type of the OpenMetrics text format, the body of every `GET /metrics` answer.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Upper bounds, in seconds, of the buckets of every duration histogram: from half a
+/// millisecond (the coordinator's own overhead on a step) to ten minutes (a long agent call),
+/// roughly ×2.5 apart so a quantile is never more than one bucket off.
+pub const SECONDS_BUCKETS: [f64; 19] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0, 120.0, 300.0, 600.0,
+];
+
+/// A histogram with [`SECONDS_BUCKETS`]; usable as a `Family` constructor.
+pub fn seconds_histogram() -> Histogram {
+    Histogram::new(SECONDS_BUCKETS)
+}
+
+/// Milliseconds as the seconds a histogram observes.
+pub fn ms_to_seconds(ms: u64) -> f64 {
+    ms as f64 / 1000.0
+}
+
+/// The registry in the OpenMetrics text format, `# EOF` included.
+pub fn encode(registry: &Registry) -> String {
+    let mut text = String::with_capacity(8 * 1024);
+    if let Err(error) = prometheus_client::encoding::text::encode(&mut text, registry) {
+        // Writing to a String cannot fail; a metric's encoder can, and then the scrape would
+        // be cut short. Say so rather than serve half a page silently.
+        tracing::warn!(error = %error, "Metrics encoding failed");
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use prometheus_client::metrics::counter::Counter;
+
+    use super::*;
+
+    #[test]
+    fn buckets_increase_and_counters_get_their_suffix() {
+        assert!(SECONDS_BUCKETS.windows(2).all(|w| w[0] < w[1]));
+        let mut registry = Registry::default();
+        let counter: Counter = Counter::default();
+        registry.register("baton_things", "Things", counter.clone());
+        counter.inc();
+        let histogram = seconds_histogram();
+        registry.register_with_unit(
+            "baton_wait",
+            "Waits",
+            prometheus_client::registry::Unit::Seconds,
+            histogram.clone(),
+        );
+        histogram.observe(ms_to_seconds(3));
+        let text = encode(&registry);
+        assert!(text.contains("baton_things_total 1\n"), "{text}");
+        assert!(
+            text.contains("baton_wait_seconds_bucket{le=\"0.005\"} 1\n"),
+            "{text}"
+        );
+        assert!(text.contains("baton_wait_seconds_count 1\n"), "{text}");
+        assert!(text.ends_with("# EOF\n"));
+    }
+}
