@@ -7,13 +7,20 @@
 //! fails the first K attempts of each step the given way (all attempts when K is missing):
 //! `error` returns a retryable error, `timeout` never answers, `invalid` returns an output
 //! that is not the step's input (a string), which breaks any output schema, and `crash`
-//! aborts the whole worker process on every delivery (a poison task).
+//! aborts the whole worker process on every delivery (a poison task). With `"usage": true`
+//! it reports token usage of model `sim-1` derived from its input size. Its work runs in a
+//! `sim.work` span, which nests under the runtime's span of the attempt when tracing is on.
 
 use std::time::Duration;
 
+use baton_protocol::messages::Usage;
 use baton_worker::{Agent, AgentError, Task};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use tracing::Instrument;
+
+/// The model name the simulation reports usage for.
+pub const SIM_MODEL: &str = "sim-1";
 
 /// How the simulation behaves.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -25,6 +32,10 @@ pub struct SimSpec {
     pub fail: Option<FailMode>,
     #[serde(default)]
     pub fail_attempts: Option<u32>,
+    /// Report token usage on every attempt: one input token per 4 bytes of the task input
+    /// (at least 1), half as many output tokens (at least 1).
+    #[serde(default)]
+    pub usage: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -58,27 +69,47 @@ impl SimSpec {
 #[derive(Debug, Default)]
 pub struct Sim;
 
+/// The usage the simulation reports for a task input of `bytes` bytes.
+pub fn sim_usage(bytes: usize) -> Usage {
+    let input_tokens = (bytes as u64 / 4).max(1);
+    Usage {
+        model: Some(SIM_MODEL.to_owned()),
+        input_tokens,
+        output_tokens: (input_tokens / 2).max(1),
+    }
+}
+
 impl Agent for Sim {
     async fn process(&self, task: Task) -> Result<Value, AgentError> {
-        let spec = SimSpec::of(&task.input).map_err(AgentError::fatal)?;
-        if spec.sleep_ms > 0 {
-            tokio::time::sleep(Duration::from_millis(spec.sleep_ms)).await;
-        }
-        match spec.failure_on(task.attempt) {
-            None => Ok(task.input),
-            Some(FailMode::Error) => Err(AgentError::retryable(format!(
-                "sim: injected failure on attempt {} of step {}",
+        let span =
+            tracing::info_span!("sim.work", sim.step = %task.step_id, sim.attempt = task.attempt);
+        work(task).instrument(span).await
+    }
+}
+
+async fn work(task: Task) -> Result<Value, AgentError> {
+    let spec = SimSpec::of(&task.input).map_err(AgentError::fatal)?;
+    if spec.usage {
+        let bytes = serde_json::to_string(&task.input).map_or(0, |s| s.len());
+        task.report_usage(sim_usage(bytes));
+    }
+    if spec.sleep_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(spec.sleep_ms)).await;
+    }
+    match spec.failure_on(task.attempt) {
+        None => Ok(task.input),
+        Some(FailMode::Error) => Err(AgentError::retryable(format!(
+            "sim: injected failure on attempt {} of step {}",
+            task.attempt, task.step_id
+        ))),
+        Some(FailMode::Timeout) => std::future::pending().await,
+        Some(FailMode::Invalid) => Ok(json!("sim: invalid output")),
+        Some(FailMode::Crash) => {
+            eprintln!(
+                "sim: crashing on attempt {} of step {} as asked",
                 task.attempt, task.step_id
-            ))),
-            Some(FailMode::Timeout) => std::future::pending().await,
-            Some(FailMode::Invalid) => Ok(json!("sim: invalid output")),
-            Some(FailMode::Crash) => {
-                eprintln!(
-                    "sim: crashing on attempt {} of step {} as asked",
-                    task.attempt, task.step_id
-                );
-                std::process::abort()
-            }
+            );
+            std::process::abort()
         }
     }
 }
@@ -99,6 +130,12 @@ mod tests {
         }
         assert_eq!(SimSpec::of(&json!({"x": 1})).unwrap(), SimSpec::default());
         assert!(SimSpec::of(&json!({"sim": {"fail": "explode"}})).is_err());
+        let counted = SimSpec::of(&json!({"sim": {"usage": true}})).unwrap();
+        assert!(counted.usage && counted.fail.is_none());
+        let usage = sim_usage(400);
+        assert_eq!((usage.input_tokens, usage.output_tokens), (100, 50));
+        assert_eq!(usage.model.as_deref(), Some(SIM_MODEL));
+        assert_eq!(sim_usage(0).output_tokens, 1);
         let always = SimSpec::of(&json!({"sim": {"fail": "timeout"}})).unwrap();
         assert_eq!(always.failure_on(1000), Some(FailMode::Timeout));
     }

@@ -46,6 +46,11 @@ pub struct CoordinatorArgs {
     /// Seconds a finished job's state is kept.
     #[arg(long, env = "BATON_RETENTION_SECS")]
     pub retention_secs: Option<u64>,
+    /// OTLP/HTTP collector to export job, step and attempt spans to, as a base URL
+    /// (`http://collector:4318`); falls back to the config file, then to
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`. Tracing is off without one.
+    #[arg(long, env = "BATON_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
 }
 
 pub(crate) fn options(
@@ -86,6 +91,9 @@ pub(crate) fn options(
     }
     if let Some(value) = args.reconcile_after_ms {
         options.reconcile_after_ms = value;
+    }
+    if args.otlp_endpoint.is_some() || options.otlp_endpoint.is_none() {
+        options.otlp_endpoint = baton_otel::endpoint_from_env(args.otlp_endpoint.clone());
     }
     options.validate().map_err(ConfigError)?;
     Ok(options)
@@ -132,6 +140,7 @@ mod tests {
             max_in_flight: None,
             retention_secs: None,
             reconcile_after_ms: None,
+            otlp_endpoint: None,
         }
     }
 

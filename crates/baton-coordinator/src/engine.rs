@@ -25,6 +25,7 @@ use uuid::Uuid;
 use crate::api::ApiError;
 use crate::decisions::DecisionLog;
 use crate::options::Options;
+use crate::spans::Spans;
 use crate::store::{self, Record, RecordKind, Store, Transition};
 
 /// A mapping whose job does not exist is taken to be stale once it is this old: a job is
@@ -52,6 +53,7 @@ pub(crate) struct Engine {
     pub(crate) timer_wake: Notify,
     pub(crate) next_timer: AtomicU64,
     log: DecisionLog,
+    pub(crate) spans: Spans,
 }
 
 /// What a worker said about an attempt besides its outcome.
@@ -73,6 +75,7 @@ impl Engine {
         store: Store,
         log: DecisionLog,
         options: Options,
+        spans: Spans,
     ) -> Self {
         let js = jetstream::new(client.clone());
         Self {
@@ -84,15 +87,18 @@ impl Engine {
             timer_wake: Notify::new(),
             next_timer: AtomicU64::new(u64::MAX),
             log,
+            spans,
         }
     }
 
     /// Validates a submission and starts its job; returns the job id and whether it already
     /// existed (same idempotency key). Nothing is published unless the plan is valid.
+    /// `traceparent` is the submitter's trace context, if it sent one.
     pub(crate) async fn submit(
         &self,
         request: SubmitRequest,
         enqueued: Option<String>,
+        traceparent: Option<baton_otel::TraceParent>,
     ) -> Result<(Uuid, bool), ApiError> {
         let limits = &self.options.limits;
         codec::check_depth(&request.input, limits.max_depth)?;
@@ -125,13 +131,22 @@ impl Engine {
             }
         }
         let now = now_ms();
+        let stored_traceparent = traceparent.map(|t| t.to_string());
         let transition = self
             .store
-            .create(job, &plan, &input, mapping.as_deref(), now)
+            .create(
+                job,
+                &plan,
+                &input,
+                mapping.as_deref(),
+                stored_traceparent.as_deref(),
+                now,
+            )
             .await?;
         if transition.outcome == "exists" {
             return Ok((job, true));
         }
+        self.spans.created(job, traceparent.as_ref());
         let plan = Arc::new(plan);
         self.plans.insert(job, plan.clone());
         self.event(
@@ -217,6 +232,19 @@ impl Engine {
             cost_nanos,
         };
         let transition = self.store.record(job, plan, step, record, now).await?;
+        self.spans
+            .recorded(
+                &self.store,
+                job,
+                step,
+                attempt,
+                &outcome,
+                &info,
+                cost_nanos,
+                &transition,
+                now,
+            )
+            .await;
         let report = || AttemptReport {
             latency_ms: transition
                 .started
@@ -325,6 +353,9 @@ impl Engine {
                 fields.next().flatten(),
                 None,
             );
+            self.spans
+                .job_ended(&self.store, job, plan, &transition.status)
+                .await;
             match transition.status.as_str() {
                 "succeeded" => self.event(job, EventKind::JobSucceeded { usage }).await,
                 _ => self.event(job, EventKind::JobFailed { error, usage }).await,
@@ -348,7 +379,10 @@ impl Engine {
             }
         };
         let msg_id = subject::task_msg_id(job, &step.id, item.attempt);
-        match self.publish_task(step.agent(), payload, &msg_id).await {
+        match self
+            .publish_task(job, step, item.attempt, payload, &msg_id)
+            .await
+        {
             Ok(_) => {
                 self.event(
                     job,
@@ -403,24 +437,29 @@ impl Engine {
 
     /// Publishes a task and waits for the broker to store it, retrying briefly. Within the
     /// stream's duplicate window, a second publish with the same `msg_id` stores nothing and
-    /// is acknowledged with the first copy's sequence.
+    /// is acknowledged with the first copy's sequence. With tracing on, the task's
+    /// `traceparent` names the attempt's span.
     pub(crate) async fn publish_task(
         &self,
-        agent: &AgentName,
+        job: Uuid,
+        step: &Step,
+        attempt: u32,
         payload: Bytes,
         msg_id: &str,
     ) -> Result<jetstream::publish::PublishAck, async_nats::Error> {
-        let subject = subject::tasks(agent);
+        let subject = subject::tasks(step.agent());
+        let traceparent = self
+            .spans
+            .task_header(&self.store, job, step.id.as_str(), attempt)
+            .await;
         let publish = || async {
-            let ack = self
-                .js
-                .send_publish(
-                    subject.clone(),
-                    PublishMessage::build()
-                        .payload(payload.clone())
-                        .message_id(msg_id),
-                )
-                .await?;
+            let mut message = PublishMessage::build()
+                .payload(payload.clone())
+                .message_id(msg_id);
+            if let Some(traceparent) = &traceparent {
+                message = message.header(baton_otel::TRACEPARENT, traceparent.as_str());
+            }
+            let ack = self.js.send_publish(subject.clone(), message).await?;
             ack.await.map_err(async_nats::Error::from)
         };
         publish

@@ -11,6 +11,7 @@ mod decisions;
 mod engine;
 mod options;
 mod reconcile;
+mod spans;
 mod store;
 mod timers;
 
@@ -60,6 +61,8 @@ impl Coordinator {
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
         let options = self.options;
         options.validate().map_err(Error::Config)?;
+        let spans = spans::Spans::new(options.otlp_endpoint.as_deref())
+            .map_err(|error| Error::Config(error.to_string()))?;
         let ttl = store::Ttl {
             running: options.running_ttl(),
             retention: options.retention(),
@@ -96,7 +99,13 @@ impl Coordinator {
         let limit = Arc::new(Semaphore::new(options.max_in_flight));
         let log_stop = CancellationToken::new();
         let (log, log_writer) = decisions::DecisionLog::spawn(store.clone(), log_stop.clone());
-        let engine = Arc::new(engine::Engine::new(client.clone(), store, log, options));
+        let engine = Arc::new(engine::Engine::new(
+            client.clone(),
+            store,
+            log,
+            options,
+            spans,
+        ));
         let stop = CancellationToken::new();
         // Work in flight. A tracker, not a JoinSet: a JoinSet keeps every finished task until
         // it is joined, which grew the coordinator by gigabytes over a million steps.
@@ -174,6 +183,7 @@ impl Coordinator {
         if log_writer.await.is_err() {
             tracing::warn!("Decision-log writer failed");
         }
+        engine.spans.shutdown().await;
         // Acks, replies and events are fire-and-forget, and `drain` returns before anything is
         // written: a round trip makes sure the server has them before the process exits.
         if !baton_nats::round_trip(&client, Duration::from_secs(2)).await {

@@ -55,6 +55,9 @@ pub struct Options {
     pub prices: BTreeMap<String, Price>,
     /// Most decision-log entries kept per job (the newest are kept).
     pub max_log_entries: u64,
+    /// OTLP/HTTP collector to export job, step and attempt spans to, as a base URL
+    /// (`http://collector:4318`; `/v1/traces` is appended). Tracing is off without one.
+    pub otlp_endpoint: Option<String>,
 }
 
 /// What one model costs, in US dollars per million tokens.
@@ -99,6 +102,7 @@ impl Default for Options {
             drain_timeout_secs: 10,
             prices: BTreeMap::new(),
             max_log_entries: 10_000,
+            otlp_endpoint: None,
         }
     }
 }
@@ -123,6 +127,10 @@ impl fmt::Debug for Options {
             .field("drain_timeout_secs", &self.drain_timeout_secs)
             .field("prices", &self.prices)
             .field("max_log_entries", &self.max_log_entries)
+            .field(
+                "otlp_endpoint",
+                &self.otlp_endpoint.as_deref().map(redact_url),
+            )
             .finish()
     }
 }
@@ -150,6 +158,14 @@ impl Options {
         }
         if self.max_log_entries < 10 {
             return Err("max_log_entries must be at least 10".into());
+        }
+        if let Some(endpoint) = &self.otlp_endpoint {
+            baton_otel::traces_url(endpoint).map_err(|_| {
+                format!(
+                    "otlp_endpoint {:?} must be an http:// or https:// URL",
+                    redact_url(endpoint)
+                )
+            })?;
         }
         for (model, price) in &self.prices {
             let valid = |p: f64| p.is_finite() && p >= 0.0;

@@ -292,12 +292,14 @@ impl Store {
         plan: &Plan,
         input: &str,
         idempotency_key: Option<&str>,
+        traceparent: Option<&str>,
         now: u64,
     ) -> Result<Transition, Error> {
         let mut args = vec![
             serde_json::to_string(plan.spec()).map_err(|e| Error::Reply(e.to_string()))?,
             input.to_owned(),
             idempotency_key.unwrap_or_default().to_owned(),
+            traceparent.unwrap_or_default().to_owned(),
         ];
         push_steps(&mut args, plan.steps().iter());
         let timers: Vec<_> = plan

@@ -1,8 +1,10 @@
 -- Creates a job if it does not exist. ARGV after the prelude: plan, input, idempotency key,
--- then the steps (read_steps: roots are those with no needs).
+-- the submitter's traceparent (or ''), then the steps (read_steps: roots are those with no
+-- needs).
 local plan = arg()
 local input = arg()
 local idem = arg()
+local tp = arg()
 local steps = read_steps()
 if redis.call('EXISTS', job) == 1 then
   return reply('exists', get('status'))
@@ -11,6 +13,9 @@ redis.call('HSET', job, 'status', 'running', 'plan', plan, 'input', input, 'crea
   'updated', now, 'left', #steps, 'escalated', 0)
 if idem ~= '' then
   redis.call('HSET', job, 'idem', idem)
+end
+if tp ~= '' then
+  redis.call('HSET', job, 'tp', tp)
 end
 local items = {}
 for _, step in ipairs(steps) do
