@@ -5,6 +5,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod otlp;
+
 use std::path::PathBuf;
 use std::process::Child;
 use std::sync::{Arc, Mutex};
