@@ -5,6 +5,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod otlp;
 pub mod scrape;
 
 use std::path::PathBuf;

@@ -31,6 +31,10 @@ pub struct AgentArgs {
     /// Serve Prometheus metrics on this address (`GET /metrics`), e.g. `0.0.0.0:9091`.
     #[arg(long, env = "BATON_METRICS_ADDR")]
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// OTLP/HTTP collector to export spans to, as a base URL (`http://collector:4318`);
+    /// falls back to `OTEL_EXPORTER_OTLP_ENDPOINT`. Tracing is off without one.
+    #[arg(long, env = "BATON_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
 }
 
 /// Exit code for bad configuration (EX_USAGE).
@@ -38,9 +42,17 @@ const EXIT_CONFIG: i32 = 64;
 
 /// Runs an agent binary: `default_type` is used when `--type` is not given.
 pub fn main<A: Agent>(default_type: &str, make: impl FnOnce() -> anyhow::Result<A>) {
-    init_logging_at("info");
     let args = AgentArgs::parse();
-    let options = match options(&args, default_type) {
+    let endpoint = baton_otel::endpoint_from_env(args.otlp_endpoint.clone());
+    let service = format!(
+        "baton-worker-{}",
+        args.agent_type.as_deref().unwrap_or(default_type)
+    );
+    let configured = options(&args, default_type).and_then(|options| {
+        baton_otel::worker::init("info", endpoint.as_deref(), &service)?;
+        Ok(options)
+    });
+    let options = match configured {
         Ok(options) => options,
         Err(error) => {
             eprintln!("error: {error:#}");

@@ -7,9 +7,10 @@
 //! fails the first K attempts of each step the given way (all attempts when K is missing):
 //! `error` returns a retryable error, `timeout` never answers, `invalid` returns an output
 //! that is not the step's input (a string), which breaks any output schema, and `crash`
-//! aborts the whole worker process on every delivery (a poison task). An optional
-//! `"usage": {"model", "input_tokens", "output_tokens"}` is reported as the attempt's token
-//! usage on every attempt that answers.
+//! aborts the whole worker process on every delivery (a poison task). `"usage"` reports token
+//! usage on every attempt: `true` derives it from the input size (model `sim-1`), an object
+//! `{"model", "input_tokens", "output_tokens"}` is reported as given. Its work runs in a
+//! `sim.work` span, which nests under the runtime's span of the attempt when tracing is on.
 
 use std::time::Duration;
 
@@ -17,6 +18,10 @@ use baton_protocol::messages::Usage;
 use baton_worker::{Agent, AgentError, Task};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use tracing::Instrument;
+
+/// The model name the simulation reports usage for.
+pub const SIM_MODEL: &str = "sim-1";
 
 /// How the simulation behaves.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -30,7 +35,17 @@ pub struct SimSpec {
     pub fail_attempts: Option<u32>,
     /// Token usage to report on each attempt, as an LLM agent would.
     #[serde(default)]
-    pub usage: Option<Usage>,
+    pub usage: Option<SimUsage>,
+}
+
+/// What usage the simulation reports.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum SimUsage {
+    /// `true`: one input token per 4 bytes of the task input, half as many output tokens.
+    Derived(bool),
+    /// Exactly this usage.
+    Fixed(Usage),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -64,30 +79,51 @@ impl SimSpec {
 #[derive(Debug, Default)]
 pub struct Sim;
 
+/// The usage the simulation reports for a task input of `bytes` bytes.
+pub fn sim_usage(bytes: usize) -> Usage {
+    let input_tokens = (bytes as u64 / 4).max(1);
+    Usage {
+        model: Some(SIM_MODEL.to_owned()),
+        input_tokens,
+        output_tokens: (input_tokens / 2).max(1),
+    }
+}
+
 impl Agent for Sim {
     async fn process(&self, task: Task) -> Result<Value, AgentError> {
-        let spec = SimSpec::of(&task.input).map_err(AgentError::fatal)?;
-        if spec.sleep_ms > 0 {
-            tokio::time::sleep(Duration::from_millis(spec.sleep_ms)).await;
+        let span =
+            tracing::info_span!("sim.work", sim.step = %task.step_id, sim.attempt = task.attempt);
+        work(task).instrument(span).await
+    }
+}
+
+async fn work(task: Task) -> Result<Value, AgentError> {
+    let spec = SimSpec::of(&task.input).map_err(AgentError::fatal)?;
+    match &spec.usage {
+        Some(SimUsage::Derived(true)) => {
+            let bytes = serde_json::to_string(&task.input).map_or(0, |s| s.len());
+            task.report_usage(sim_usage(bytes));
         }
-        if let Some(usage) = spec.usage.clone() {
-            task.report_usage(usage);
-        }
-        match spec.failure_on(task.attempt) {
-            None => Ok(task.input),
-            Some(FailMode::Error) => Err(AgentError::retryable(format!(
-                "sim: injected failure on attempt {} of step {}",
+        Some(SimUsage::Fixed(usage)) => task.report_usage(usage.clone()),
+        _ => {}
+    }
+    if spec.sleep_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(spec.sleep_ms)).await;
+    }
+    match spec.failure_on(task.attempt) {
+        None => Ok(task.input),
+        Some(FailMode::Error) => Err(AgentError::retryable(format!(
+            "sim: injected failure on attempt {} of step {}",
+            task.attempt, task.step_id
+        ))),
+        Some(FailMode::Timeout) => std::future::pending().await,
+        Some(FailMode::Invalid) => Ok(json!("sim: invalid output")),
+        Some(FailMode::Crash) => {
+            eprintln!(
+                "sim: crashing on attempt {} of step {} as asked",
                 task.attempt, task.step_id
-            ))),
-            Some(FailMode::Timeout) => std::future::pending().await,
-            Some(FailMode::Invalid) => Ok(json!("sim: invalid output")),
-            Some(FailMode::Crash) => {
-                eprintln!(
-                    "sim: crashing on attempt {} of step {} as asked",
-                    task.attempt, task.step_id
-                );
-                std::process::abort()
-            }
+            );
+            std::process::abort()
         }
     }
 }
@@ -108,11 +144,20 @@ mod tests {
         }
         assert_eq!(SimSpec::of(&json!({"x": 1})).unwrap(), SimSpec::default());
         assert!(SimSpec::of(&json!({"sim": {"fail": "explode"}})).is_err());
+        let counted = SimSpec::of(&json!({"sim": {"usage": true}})).unwrap();
+        assert_eq!(counted.usage, Some(SimUsage::Derived(true)));
+        assert!(counted.fail.is_none());
+        let usage = sim_usage(400);
+        assert_eq!((usage.input_tokens, usage.output_tokens), (100, 50));
+        assert_eq!(usage.model.as_deref(), Some(SIM_MODEL));
+        assert_eq!(sim_usage(0).output_tokens, 1);
         let always = SimSpec::of(&json!({"sim": {"fail": "timeout"}})).unwrap();
         assert_eq!(always.failure_on(1000), Some(FailMode::Timeout));
         let usage =
             json!({"sim": {"usage": {"model": "m", "input_tokens": 3, "output_tokens": 4}}});
-        let usage = SimSpec::of(&usage).unwrap().usage.unwrap();
+        let Some(SimUsage::Fixed(usage)) = SimSpec::of(&usage).unwrap().usage else {
+            panic!("a usage object is reported as given");
+        };
         assert_eq!(
             (usage.model.as_deref(), usage.output_tokens),
             (Some("m"), 4)

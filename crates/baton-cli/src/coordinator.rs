@@ -49,6 +49,11 @@ pub struct CoordinatorArgs {
     /// Serve Prometheus metrics on this address (`GET /metrics`), e.g. `0.0.0.0:9090`.
     #[arg(long, env = "BATON_METRICS_ADDR")]
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// OTLP/HTTP collector to export job, step and attempt spans to, as a base URL
+    /// (`http://collector:4318`); falls back to the config file, then to
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`. Tracing is off without one.
+    #[arg(long, env = "BATON_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
 }
 
 pub(crate) fn options(
@@ -92,6 +97,9 @@ pub(crate) fn options(
     }
     if args.metrics_addr.is_some() {
         options.metrics_addr = args.metrics_addr;
+    }
+    if args.otlp_endpoint.is_some() || options.otlp_endpoint.is_none() {
+        options.otlp_endpoint = baton_otel::endpoint_from_env(args.otlp_endpoint.clone());
     }
     options.validate().map_err(ConfigError)?;
     Ok(options)
@@ -139,6 +147,7 @@ mod tests {
             retention_secs: None,
             reconcile_after_ms: None,
             metrics_addr: None,
+            otlp_endpoint: None,
         }
     }
 

@@ -17,6 +17,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::engine::{Engine, encode_reply, now_ms, usage_totals};
+use crate::spans;
 use crate::store::{self, Resolution};
 
 /// An error reply: a stable code and a message for humans.
@@ -84,7 +85,7 @@ pub(crate) async fn handle(
     let reply = match message.subject.as_str() {
         subject::SUBMIT => match encoding.decode::<SubmitRequest>(payload, max) {
             Ok(request) => engine
-                .submit(request, None)
+                .submit(request, None, spans::submitter(message.headers.as_ref()))
                 .await
                 .map(|(job_id, existing)| {
                     encode_reply(encoding, &SubmitReply { job_id, existing })
@@ -445,6 +446,10 @@ async fn resolve(
         ));
     }
     engine.store.unindex_escalation(&request.id).await?;
+    engine
+        .spans
+        .resolved(&engine.store, job, step, attempt, action, &payload)
+        .await;
     engine
         .event(
             job,

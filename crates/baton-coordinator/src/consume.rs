@@ -272,7 +272,8 @@ pub(crate) async fn on_submission(engine: Arc<Engine>, message: jetstream::Messa
         .info()
         .ok()
         .map(|info| keys::enqueued(info.stream_sequence, info.published.unix_timestamp_nanos()));
-    match engine.submit(request, enqueued).await {
+    let traceparent = crate::spans::submitter(message.headers.as_ref());
+    match engine.submit(request, enqueued, traceparent).await {
         Ok((job, existing)) => {
             tracing::info!(job = %job, existing, "Durable submission accepted");
             ack(&message).await;

@@ -26,6 +26,7 @@ use crate::api::ApiError;
 use crate::decisions::DecisionLog;
 use crate::metrics::Metrics;
 use crate::options::Options;
+use crate::spans::Spans;
 use crate::store::{self, Record, RecordKind, Store, Transition};
 
 /// A mapping whose job does not exist is taken to be stale once it is this old: a job is
@@ -55,6 +56,7 @@ pub(crate) struct Engine {
     log: DecisionLog,
     /// Prometheus metrics, derived from the events this replica publishes.
     pub(crate) metrics: Arc<Metrics>,
+    pub(crate) spans: Spans,
 }
 
 /// What a worker said about an attempt besides its outcome.
@@ -76,6 +78,7 @@ impl Engine {
         store: Store,
         log: DecisionLog,
         options: Options,
+        spans: Spans,
     ) -> Self {
         let js = jetstream::new(client.clone());
         Self {
@@ -88,15 +91,18 @@ impl Engine {
             next_timer: AtomicU64::new(u64::MAX),
             log,
             metrics: Arc::new(Metrics::new()),
+            spans,
         }
     }
 
     /// Validates a submission and starts its job; returns the job id and whether it already
     /// existed (same idempotency key). Nothing is published unless the plan is valid.
+    /// `traceparent` is the submitter's trace context, if it sent one.
     pub(crate) async fn submit(
         &self,
         request: SubmitRequest,
         enqueued: Option<String>,
+        traceparent: Option<baton_otel::TraceParent>,
     ) -> Result<(Uuid, bool), ApiError> {
         let limits = &self.options.limits;
         codec::check_depth(&request.input, limits.max_depth)?;
@@ -113,7 +119,8 @@ impl Engine {
             .or(enqueued);
         let input = serde_json::to_string(&request.input)
             .map_err(|e| ApiError::new("invalid_request", e.to_string()))?;
-        self.start(plan, &input, mapping, Vec::new(), None).await
+        self.start(plan, &input, mapping, Vec::new(), None, traceparent)
+            .await
     }
 
     /// Starts a new job from a finished or running one: the same plan and input, with the
@@ -172,7 +179,7 @@ impl Engine {
         }
         let mapping = request.idempotency_key.as_deref().map(keys::idempotency);
         let plan = Plan::clone(&plan);
-        self.start(plan, &input, mapping, outputs, Some(source))
+        self.start(plan, &input, mapping, outputs, Some(source), None)
             .await
     }
 
@@ -184,6 +191,7 @@ impl Engine {
         mapping: Option<String>,
         reused: Vec<(String, String)>,
         source: Option<Uuid>,
+        traceparent: Option<baton_otel::TraceParent>,
     ) -> Result<(Uuid, bool), ApiError> {
         let mut job = Uuid::now_v7();
         if let Some(mapping) = &mapping {
@@ -201,13 +209,25 @@ impl Engine {
             }
         }
         let now = now_ms();
+        let stored_traceparent = traceparent.map(|t| t.to_string());
         let transition = self
             .store
-            .create(job, &plan, input, mapping.as_deref(), &reused, now)
+            .create(
+                job,
+                &plan,
+                store::NewJob {
+                    input,
+                    idempotency_key: mapping.as_deref(),
+                    traceparent: stored_traceparent.as_deref(),
+                    reused: &reused,
+                },
+                now,
+            )
             .await?;
         if transition.outcome == "exists" {
             return Ok((job, true));
         }
+        self.spans.created(job, traceparent.as_ref());
         let plan = Arc::new(plan);
         self.plans.insert(job, plan.clone());
         self.event_at(
@@ -311,6 +331,19 @@ impl Engine {
             cost_nanos,
         };
         let transition = self.store.record(job, plan, step, record, now).await?;
+        self.spans
+            .recorded(
+                &self.store,
+                job,
+                step,
+                attempt,
+                &outcome,
+                &info,
+                cost_nanos,
+                &transition,
+                now,
+            )
+            .await;
         let report = || AttemptReport {
             latency_ms: transition
                 .started
@@ -405,6 +438,9 @@ impl Engine {
                 tracing::warn!(job = %job, error = %error, "Idempotency mapping keeps its longer TTL");
             }
             let usage = usage_totals(ending.ui, ending.uo, ending.uc, None);
+            self.spans
+                .job_ended(&self.store, job, plan, &transition.status)
+                .await;
             match transition.status.as_str() {
                 "succeeded" => self.event(job, EventKind::JobSucceeded { usage }).await,
                 _ => {
@@ -440,7 +476,10 @@ impl Engine {
             }
         };
         let msg_id = subject::task_msg_id(job, &step.id, item.attempt);
-        match self.publish_task(step.agent(), payload, &msg_id).await {
+        match self
+            .publish_task(job, step, item.attempt, payload, &msg_id)
+            .await
+        {
             Ok(_) => {
                 self.event_at(
                     job,
@@ -496,24 +535,29 @@ impl Engine {
 
     /// Publishes a task and waits for the broker to store it, retrying briefly. Within the
     /// stream's duplicate window, a second publish with the same `msg_id` stores nothing and
-    /// is acknowledged with the first copy's sequence.
+    /// is acknowledged with the first copy's sequence. With tracing on, the task's
+    /// `traceparent` names the attempt's span.
     pub(crate) async fn publish_task(
         &self,
-        agent: &AgentName,
+        job: Uuid,
+        step: &Step,
+        attempt: u32,
         payload: Bytes,
         msg_id: &str,
     ) -> Result<jetstream::publish::PublishAck, async_nats::Error> {
-        let subject = subject::tasks(agent);
+        let subject = subject::tasks(step.agent());
+        let traceparent = self
+            .spans
+            .task_header(&self.store, job, step.id.as_str(), attempt)
+            .await;
         let publish = || async {
-            let ack = self
-                .js
-                .send_publish(
-                    subject.clone(),
-                    PublishMessage::build()
-                        .payload(payload.clone())
-                        .message_id(msg_id),
-                )
-                .await?;
+            let mut message = PublishMessage::build()
+                .payload(payload.clone())
+                .message_id(msg_id);
+            if let Some(traceparent) = &traceparent {
+                message = message.header(baton_otel::TRACEPARENT, traceparent.as_str());
+            }
+            let ack = self.js.send_publish(subject.clone(), message).await?;
             ack.await.map_err(async_nats::Error::from)
         };
         publish

@@ -13,6 +13,7 @@ mod metrics;
 mod options;
 mod reconcile;
 mod replay;
+mod spans;
 mod store;
 mod timers;
 
@@ -70,6 +71,8 @@ impl Coordinator {
             Some(addr) => Some(baton_metrics::MetricsServer::bind(addr).await?),
             None => None,
         };
+        let spans = spans::Spans::new(options.otlp_endpoint.as_deref())
+            .map_err(|error| Error::Config(error.to_string()))?;
         let ttl = store::Ttl {
             running: options.running_ttl(),
             retention: options.retention(),
@@ -106,7 +109,13 @@ impl Coordinator {
         let limit = Arc::new(Semaphore::new(options.max_in_flight));
         let log_stop = CancellationToken::new();
         let (log, log_writer) = decisions::DecisionLog::spawn(store.clone(), log_stop.clone());
-        let engine = Arc::new(engine::Engine::new(client.clone(), store, log, options));
+        let engine = Arc::new(engine::Engine::new(
+            client.clone(),
+            store,
+            log,
+            options,
+            spans,
+        ));
         // Cancelled when `run` returns, however it returns.
         let metrics_stop = CancellationToken::new().drop_guard();
         let metrics_task = metrics_server.map(|server| {
@@ -190,6 +199,7 @@ impl Coordinator {
         if log_writer.await.is_err() {
             tracing::warn!("Decision-log writer failed");
         }
+        engine.spans.shutdown().await;
         // Acks, replies and events are fire-and-forget, and `drain` returns before anything is
         // written: a round trip makes sure the server has them before the process exits.
         if !baton_nats::round_trip(&client, Duration::from_secs(2)).await {

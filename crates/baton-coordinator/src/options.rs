@@ -59,6 +59,9 @@ pub struct Options {
     /// Where to serve Prometheus metrics (`GET /metrics`), e.g. `0.0.0.0:9090`; off when
     /// missing. Port 0 picks a free port (logged as `Metrics listening`).
     pub metrics_addr: Option<SocketAddr>,
+    /// OTLP/HTTP collector to export job, step and attempt spans to, as a base URL
+    /// (`http://collector:4318`; `/v1/traces` is appended). Tracing is off without one.
+    pub otlp_endpoint: Option<String>,
 }
 
 /// What one model costs, in US dollars per million tokens.
@@ -104,6 +107,7 @@ impl Default for Options {
             prices: BTreeMap::new(),
             max_log_bytes: 4 << 20,
             metrics_addr: None,
+            otlp_endpoint: None,
         }
     }
 }
@@ -129,6 +133,10 @@ impl fmt::Debug for Options {
             .field("prices", &self.prices)
             .field("max_log_bytes", &self.max_log_bytes)
             .field("metrics_addr", &self.metrics_addr)
+            .field(
+                "otlp_endpoint",
+                &self.otlp_endpoint.as_deref().map(redact_url),
+            )
             .finish()
     }
 }
@@ -156,6 +164,14 @@ impl Options {
         }
         if self.max_log_bytes < 4096 {
             return Err("max_log_bytes must be at least 4096".into());
+        }
+        if let Some(endpoint) = &self.otlp_endpoint {
+            baton_otel::traces_url(endpoint).map_err(|_| {
+                format!(
+                    "otlp_endpoint {:?} must be an http:// or https:// URL",
+                    redact_url(endpoint)
+                )
+            })?;
         }
         for (model, price) in &self.prices {
             let valid = |p: f64| p.is_finite() && p >= 0.0;

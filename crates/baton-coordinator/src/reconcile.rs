@@ -214,7 +214,9 @@ impl Engine {
         let (job_input, item) = self.dispatch_item(job, step, attempt).await?;
         let (payload, _) = self.build_task(job, step, &job_input, &item, deadline)?;
         let msg_id = copy_msg_id(job, step, attempt, copy);
-        let ack = self.publish_task(step.agent(), payload, &msg_id).await?;
+        let ack = self
+            .publish_task(job, step, attempt, payload, &msg_id)
+            .await?;
         Ok((ack.sequence, !ack.duplicate))
     }
 

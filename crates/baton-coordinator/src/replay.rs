@@ -232,7 +232,17 @@ impl Replay<'_> {
         let input = serde_json::to_string(&trace.input).unwrap_or_else(|_| "null".into());
         let transition = self
             .store
-            .create(self.job, &self.plan, &input, None, &reused, created)
+            .create(
+                self.job,
+                &self.plan,
+                store::NewJob {
+                    input: &input,
+                    idempotency_key: None,
+                    traceparent: None,
+                    reused: &reused,
+                },
+                created,
+            )
             .await?;
         self.effects(&transition);
         for event in events {

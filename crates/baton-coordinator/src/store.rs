@@ -60,6 +60,18 @@ pub(crate) struct Transition {
     pub(crate) dispatch: Vec<Dispatch>,
 }
 
+/// What a new job starts from, besides its plan.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct NewJob<'a> {
+    /// The job input (JSON).
+    pub(crate) input: &'a str,
+    pub(crate) idempotency_key: Option<&'a str>,
+    /// The submitter's W3C `traceparent`.
+    pub(crate) traceparent: Option<&'a str>,
+    /// Outputs a rerun reuses: (step, output JSON).
+    pub(crate) reused: &'a [(String, String)],
+}
+
 /// Decision-log entries of one job, to append in one command.
 #[derive(Debug, Clone)]
 pub(crate) struct LogBatch {
@@ -330,15 +342,20 @@ impl Store {
         &self,
         job: Uuid,
         plan: &Plan,
-        input: &str,
-        idempotency_key: Option<&str>,
-        reused: &[(String, String)],
+        new: NewJob<'_>,
         now: u64,
     ) -> Result<Transition, Error> {
+        let NewJob {
+            input,
+            idempotency_key,
+            traceparent,
+            reused,
+        } = new;
         let mut args = vec![
             serde_json::to_string(plan.spec()).map_err(|e| Error::Reply(e.to_string()))?,
             input.to_owned(),
             idempotency_key.unwrap_or_default().to_owned(),
+            traceparent.unwrap_or_default().to_owned(),
         ];
         push_steps(&mut args, plan.steps().iter());
         args.push(reused.len().to_string());

@@ -72,6 +72,9 @@ pub mod field {
     pub const USAGE_COST: &str = "uc";
     /// Decision-log entries dropped to keep the log within its bound.
     pub const LOG_DROPPED: &str = "ld";
+    /// The submitter's W3C `traceparent`, when it sent one: the job's trace id and the
+    /// parent of its job span (the coordinator derives every other span id).
+    pub const TRACE_PARENT: &str = "tp";
 
     pub fn step_status(step: &str) -> String {
         format!("s.{step}")

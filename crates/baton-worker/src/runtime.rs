@@ -10,6 +10,7 @@ use async_nats::HeaderMap;
 use async_nats::jetstream::{self, AckKind};
 use backon::{ExponentialBuilder, Retryable};
 use baton_nats::{AgentConsumerOptions, NatsOptions};
+use baton_otel::worker::{self as otel, GenAiUsage, Outcome as SpanOutcome};
 use baton_protocol::messages::{AgentError as WireError, Task as WireTask, TaskResult};
 use baton_protocol::{AgentName, Limits, subject};
 use bytes::Bytes;
@@ -17,6 +18,7 @@ use futures::StreamExt;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::agent::{Agent, Reporter, Task};
 use crate::metrics::{Outcome, WorkerMetrics};
@@ -220,6 +222,7 @@ impl<A: Agent> Worker<A> {
         if let Err(error) = client.drain().await {
             tracing::debug!(error = %error, "NATS drain incomplete");
         }
+        otel::flush().await;
         tracing::info!("Worker stopped");
         Ok(())
     }
@@ -262,8 +265,21 @@ impl<A: Agent> Shared<A> {
         let started = std::time::Instant::now();
         let agent = self.agent.clone();
         let reporter = task.reporter.clone();
+        // The attempt's span (`Span::none()` with tracing off); the agent's own spans nest
+        // under it.
+        let traceparent = otel::enabled()
+            .then(|| message.headers.as_ref()?.get(baton_otel::TRACEPARENT))
+            .flatten();
+        let span = otel::process_span(
+            traceparent.map(|value| value.as_str()),
+            &task.agent,
+            job,
+            &step,
+            attempt,
+        );
         // Its own task, so a panicking agent fails the attempt instead of the worker.
-        let mut work = tokio::spawn(async move { agent.process(task).await });
+        let mut work =
+            tokio::spawn(async move { agent.process(task).await }.instrument(span.clone()));
         // First beat one period from now. (Awaiting an interval's immediate first tick costs a
         // tick of the timer wheel, about 1 ms, on every task.)
         let period = self.options.ack_wait / 3;
@@ -281,6 +297,7 @@ impl<A: Agent> Shared<A> {
                 }
                 () = &mut deadline => {
                     work.abort();
+                    otel::finish(&span, SpanOutcome::Timeout, None);
                     tracing::info!(job = %job, step = %step, attempt, "Attempt passed its deadline; stopped");
                     let _ = message.ack_with(AckKind::Term).await;
                     self.metrics.finished(Outcome::TimedOut);
@@ -288,6 +305,7 @@ impl<A: Agent> Shared<A> {
                 }
                 () = self.hard_stop.cancelled() => {
                     work.abort();
+                    otel::finish(&span, SpanOutcome::HandedBack, None);
                     let _ = message.ack_with(AckKind::Nak(None)).await;
                     self.metrics.finished(Outcome::HandedBack);
                     return;
@@ -340,7 +358,23 @@ impl<A: Agent> Shared<A> {
             payload = serde_json::to_vec(&result).unwrap_or_default();
             answered = Outcome::Failed;
         }
-        if let Err(error) = self.publish_result(&result, Bytes::from(payload)).await {
+        let outcome = match &result.error {
+            None => SpanOutcome::Succeeded,
+            Some(error) => SpanOutcome::Failed(&error.message),
+        };
+        let usage = result.usage.as_ref().map(|usage| GenAiUsage {
+            model: usage.model.as_deref(),
+            input_tokens: usage.input_tokens,
+            output_tokens: usage.output_tokens,
+        });
+        otel::finish(&span, outcome, usage);
+        // The result names the process span, so whoever reads it can join the trace.
+        let traceparent = otel::traceparent_of(&span);
+        drop(span);
+        let stored = self
+            .publish_result(&result, Bytes::from(payload), traceparent.as_deref())
+            .await;
+        if let Err(error) = stored {
             // Not stored: hand the task back so it is redone rather than lost.
             tracing::warn!(job = %job, step = %step, attempt, error = %error, "Result not stored; task handed back");
             let _ = message
@@ -362,12 +396,16 @@ impl<A: Agent> Shared<A> {
         &self,
         result: &TaskResult,
         payload: Bytes,
+        traceparent: Option<&str>,
     ) -> Result<(), async_nats::Error> {
         let agent = &self.options.agent;
         let msg_id = subject::result_msg_id(result.job_id, &result.step_id, result.attempt);
         let publish = || async {
             let mut headers = HeaderMap::new();
             headers.insert("Nats-Msg-Id", msg_id.as_str());
+            if let Some(traceparent) = traceparent {
+                headers.insert(baton_otel::TRACEPARENT, traceparent);
+            }
             let ack = self
                 .js
                 .publish_with_headers(subject::results(agent), headers, payload.clone())

@@ -1,10 +1,12 @@
 -- Creates a job if it does not exist. ARGV after the prelude: plan, input, idempotency key,
--- the steps (read_steps), then the reused outputs: a count, then (step, output JSON) pairs
--- (a rerun: those steps start succeeded, with no attempt). Every other step starts running
--- when all its needs are reused (or it has none), else waiting.
+-- the submitter's traceparent (or ''), the steps (read_steps), then the reused outputs: a
+-- count, then (step, output JSON) pairs (a rerun: those steps start succeeded, with no
+-- attempt). Every other step starts running when all its needs are reused (or it has
+-- none), else waiting.
 local plan = arg()
 local input = arg()
 local idem = arg()
+local tp = arg()
 local steps = read_steps()
 local reused = {}
 local reused_count = tonumber(arg())
@@ -19,6 +21,9 @@ redis.call('HSET', job, 'status', 'running', 'plan', plan, 'input', input, 'crea
   'updated', now, 'left', #steps - reused_count, 'escalated', 0)
 if idem ~= '' then
   redis.call('HSET', job, 'idem', idem)
+end
+if tp ~= '' then
+  redis.call('HSET', job, 'tp', tp)
 end
 for id, output in pairs(reused) do
   redis.call('HSET', job, f('s', id), 'succeeded', f('o', id), output, f('a', id), 0,
