@@ -357,7 +357,7 @@ impl Store {
             idempotency_key.unwrap_or_default().to_owned(),
             traceparent.unwrap_or_default().to_owned(),
         ];
-        push_steps(&mut args, plan.steps().iter());
+        push_steps(&mut args, plan.steps().iter(), now);
         args.push(reused.len().to_string());
         for (step, output) in reused {
             args.push(step.clone());
@@ -398,7 +398,7 @@ impl Store {
             record.payload.to_owned(),
             if record.retryable { "1" } else { "0" }.to_owned(),
             step.retry.max_attempts.to_string(),
-            record.delay_ms.to_string(),
+            (now + record.delay_ms).to_string(),
             record.usage.map_or(0, |u| u.input_tokens).to_string(),
             record.usage.map_or(0, |u| u.output_tokens).to_string(),
             record.cost_nanos.to_string(),
@@ -409,7 +409,7 @@ impl Store {
         ];
         let mut timers = Vec::new();
         if record.kind == RecordKind::Ok {
-            push_steps(&mut args, plan.dependents(step.id.as_str()));
+            push_steps(&mut args, plan.dependents(step.id.as_str()), now);
             push_list(&mut args, plan.sinks().map(|s| s.id.to_string()));
             for dep in plan.dependents(step.id.as_str()) {
                 timers.push((
@@ -451,7 +451,7 @@ impl Store {
         let mut args = vec![
             step.id.to_string(),
             attempt.to_string(),
-            step.timeout_ms.to_string(),
+            (now + step.timeout_ms).to_string(),
         ];
         push_list(&mut args, step.needs.iter().map(|n| n.to_string()));
         let timers = [(
@@ -480,9 +480,9 @@ impl Store {
             step.id.to_string(),
             action.to_owned(),
             payload.to_owned(),
-            step.timeout_ms.to_string(),
+            (now + step.timeout_ms).to_string(),
         ];
-        push_steps(&mut args, plan.dependents(step.id.as_str()));
+        push_steps(&mut args, plan.dependents(step.id.as_str()), now);
         push_list(&mut args, plan.sinks().map(|s| s.id.to_string()));
         push_list(&mut args, step.needs.iter().map(|n| n.to_string()));
         let timers: Vec<_> = match action {
@@ -735,14 +735,15 @@ fn timer(job: Uuid, step: &Step, attempt: u32, kind: keys::TimerKind) -> TimerMe
 }
 
 /// Appends steps in the layout `read_steps` in common.lua expects.
-fn push_steps<'a>(args: &mut Vec<String>, steps: impl Iterator<Item = &'a Step>) {
+/// Step specs for a script: id, the deadline of an attempt starting at `now`, needs.
+fn push_steps<'a>(args: &mut Vec<String>, steps: impl Iterator<Item = &'a Step>, now: u64) {
     let at = args.len();
     args.push(String::new());
     let mut count = 0;
     for step in steps {
         count += 1;
         args.push(step.id.to_string());
-        args.push(step.timeout_ms.to_string());
+        args.push((now + step.timeout_ms).to_string());
         args.push(step.needs.len().to_string());
         args.extend(step.needs.iter().map(|n| n.to_string()));
     }

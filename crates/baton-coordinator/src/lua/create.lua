@@ -17,8 +17,8 @@ end
 if redis.call('EXISTS', job) == 1 then
   return reply('exists', get('status'))
 end
-redis.call('HSET', job, 'status', 'running', 'plan', plan, 'input', input, 'created', now,
-  'updated', now, 'left', #steps - reused_count, 'escalated', 0)
+redis.call('HSET', job, 'status', 'running', 'plan', plan, 'input', input, 'created', now_s,
+  'updated', now_s, 'left', #steps - reused_count, 'escalated', 0)
 if idem ~= '' then
   redis.call('HSET', job, 'idem', idem)
 end
@@ -40,8 +40,8 @@ for _, step in ipairs(steps) do
     end
     if waiting == 0 then
       redis.call('HSET', job, f('s', step.id), 'running', f('a', step.id), 1, f('b', step.id), 0,
-        f('w', step.id), 0, f('d', step.id), now + step.timeout, f('t', step.id), now,
-        f('ta', step.id), now)
+        f('w', step.id), 0, f('d', step.id), step.deadline, f('t', step.id), now_s,
+        f('ta', step.id), now_s)
       items[#items + 1] = dispatch_item(step.id, 1, step.needs)
     else
       redis.call('HSET', job, f('s', step.id), 'waiting', f('a', step.id), 0, f('b', step.id), 0,

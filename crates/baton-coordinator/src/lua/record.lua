@@ -2,7 +2,7 @@
 -- of a running step counts, so a duplicate or late result is recorded at most once and never
 -- overwrites a newer attempt.
 -- ARGV after the prelude: step, attempt, kind ('ok' | 'fail' | 'timeout'), payload (output
--- or failure JSON), retryable ('1'/'0'), max_attempts, retry delay (ms),
+-- or failure JSON), retryable ('1'/'0'), max_attempts, when a retry would start (unix ms),
 -- usage (input tokens, output tokens, cost in nano-dollars, model or ''), dependents
 -- (read_steps), sinks (read_list). Usage counts for every attempt that is recorded, failed
 -- ones included; a fenced result's does not.
@@ -12,7 +12,7 @@ local kind = arg()
 local payload = arg()
 local retryable = arg() == '1'
 local max_attempts = tonumber(arg())
-local delay = tonumber(arg())
+local retry_due = arg()
 local usage_in = tonumber(arg())
 local usage_out = tonumber(arg())
 local usage_cost = tonumber(arg())
@@ -63,7 +63,7 @@ redis.call('HSET', job, f('e', step), payload)
 local base = tonumber(get(f('b', step)) or '0')
 if retryable and (attempt - base) < max_attempts then
   redis.call('HSET', job, f('s', step), 'retrying', f('a', step), attempt + 1,
-    f('d', step), now + delay)
+    f('d', step), retry_due)
   touch(false)
   return reply('retry', status, tostring(attempt + 1), nil, started)
 end

@@ -1,10 +1,10 @@
 -- A human resolves an escalated step. ARGV after the prelude: step, action ('output' |
--- 'retry' | 'fail'), payload (output JSON | input JSON or '' | reason), timeout_ms,
+-- 'retry' | 'fail'), payload (output JSON | input JSON or '' | reason), deadline of a retry (unix ms),
 -- dependents (read_steps), sinks (read_list), needs of the step (read_list).
 local step = arg()
 local action = arg()
 local payload = arg()
-local timeout = tonumber(arg())
+local deadline = arg()
 local dependents = read_steps()
 local sinks = read_list()
 local needs = read_list()
@@ -35,7 +35,7 @@ elseif action == 'retry' then
   -- A fresh retry budget: attempts already spent become the base.
   local attempt = tonumber(get(f('a', step)) or '0')
   redis.call('HSET', job, f('s', step), 'running', f('a', step), attempt + 1,
-    f('b', step), attempt, f('d', step), now + timeout, f('ta', step), now)
+    f('b', step), attempt, f('d', step), deadline, f('ta', step), now_s)
   if payload ~= '' then
     redis.call('HSET', job, f('i', step), payload)
   end

@@ -1,8 +1,8 @@
 -- Fires a retry timer: when the backoff of (step, attempt) is over, the attempt starts.
--- ARGV after the prelude: step, attempt, timeout_ms, needs (read_list).
+-- ARGV after the prelude: step, attempt, deadline of the attempt (unix ms), needs (read_list).
 local step = arg()
 local attempt = tonumber(arg())
-local timeout = tonumber(arg())
+local deadline = arg()
 local needs = read_list()
 
 local status = get('status')
@@ -20,6 +20,6 @@ local due = tonumber(get(f('d', step)) or '0')
 if due > now then
   return reply('later', status, tostring(due))
 end
-redis.call('HSET', job, f('s', step), 'running', f('d', step), now + timeout, f('ta', step), now)
+redis.call('HSET', job, f('s', step), 'running', f('d', step), deadline, f('ta', step), now_s)
 touch(false)
 return reply('dispatched', status, '', { dispatch_item(step, attempt, needs) })
