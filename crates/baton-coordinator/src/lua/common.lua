@@ -24,13 +24,18 @@ local function get(field)
 end
 
 -- Refresh the TTL on every transition; a finished job keeps its state for the retention.
-local function touch(finished)
-  redis.call('HSET', job, 'updated', now_s)
+local function expire(finished)
   if finished then
     redis.call('PEXPIRE', job, ARGV[3])
   else
     redis.call('PEXPIRE', job, ARGV[2])
   end
+end
+
+-- `updated` and the TTL, for transitions whose writes did not set `updated` already.
+local function touch(finished)
+  redis.call('HSET', job, 'updated', now_s)
+  expire(finished)
 end
 
 -- Reads "n, then n step specs": id, deadline of an attempt starting now (unix ms, computed by
@@ -57,9 +62,14 @@ end
 
 -- A dispatch order for Rust: step, attempt, input override (or ''), outputs of its needs.
 local function dispatch_item(step, attempt, needs)
-  local item = { step, tostring(attempt), get(f('i', step)) or '' }
-  for _, need in ipairs(needs) do
-    item[#item + 1] = get(f('o', need)) or 'null'
+  local fields = { f('i', step) }
+  for i, need in ipairs(needs) do
+    fields[i + 1] = f('o', need)
+  end
+  local values = redis.call('HMGET', job, unpack(fields))
+  local item = { step, tostring(attempt), values[1] or '' }
+  for i = 1, #needs do
+    item[#item + 1] = values[i + 1] or 'null'
   end
   return item
 end
@@ -94,10 +104,11 @@ local function reply(outcome, status, detail, items, started, finished)
   return out
 end
 
--- Records a step's success and starts every dependent whose needs are now all met.
--- Returns the job status and the dispatch items.
-local function succeed(step, output, dependents, sinks)
-  redis.call('HSET', job, f('s', step), 'succeeded', f('o', step), output)
+-- Records a step's success and starts every dependent whose needs are now all met; sets
+-- `updated` (callers then only `expire`). `status` is the job's status before. Returns the
+-- job status and the dispatch items.
+local function succeed(step, output, dependents, sinks, status)
+  redis.call('HSET', job, f('s', step), 'succeeded', f('o', step), output, 'updated', now_s)
   redis.call('HDEL', job, f('d', step), f('i', step))
   local left = redis.call('HINCRBY', job, 'left', -1)
   local items = {}
@@ -109,7 +120,6 @@ local function succeed(step, output, dependents, sinks)
       items[#items + 1] = dispatch_item(dep.id, 1, dep.needs)
     end
   end
-  local status = get('status')
   if left <= 0 then
     local output
     if #sinks == 1 then

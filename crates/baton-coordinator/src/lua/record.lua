@@ -18,27 +18,27 @@ local usage_out = tonumber(arg())
 local usage_cost = tonumber(arg())
 local model = arg()
 
-local status = get('status')
+local fields = redis.call('HMGET', job, 'status', f('s', step), f('a', step), f('d', step),
+  f('ta', step), f('t', step))
+local status = fields[1]
 if not status then
   return reply('missing', '')
 end
 if ended(status) then
   return reply('ended', status)
 end
-local fields = redis.call('HMGET', job, f('s', step), f('a', step), f('d', step), f('ta', step),
-  f('t', step))
-local current = fields[1] or ''
-local current_attempt = tonumber(fields[2] or '0')
+local current = fields[2] or ''
+local current_attempt = tonumber(fields[3] or '0')
 if current ~= 'running' or current_attempt ~= attempt then
   return reply('stale', status, current .. ':' .. current_attempt)
 end
 if kind == 'timeout' then
-  local due = tonumber(fields[3] or '0')
+  local due = tonumber(fields[4] or '0')
   if due > now then
     return reply('later', status, tostring(due))
   end
 end
-local started = (fields[4] or '') .. ':' .. (fields[5] or '')
+local started = (fields[5] or '') .. ':' .. (fields[6] or '')
 if usage_in > 0 or usage_out > 0 or usage_cost > 0 or model ~= '' then
   redis.call('HINCRBY', job, f('ui', step), usage_in)
   redis.call('HINCRBY', job, f('uo', step), usage_out)
@@ -54,8 +54,8 @@ end
 if kind == 'ok' then
   local dependents = read_steps()
   local sinks = read_list()
-  local new_status, items = succeed(step, payload, dependents, sinks)
-  touch(ended(new_status))
+  local new_status, items = succeed(step, payload, dependents, sinks, status)
+  expire(ended(new_status))
   return reply('succeeded', new_status, '', items, started, true)
 end
 
