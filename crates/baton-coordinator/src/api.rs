@@ -176,6 +176,15 @@ async fn status(engine: &Engine, request: StatusRequest) -> Result<StatusReply, 
 
 pub(crate) async fn job_status(engine: &Engine, job: Uuid) -> Result<StatusReply, ApiError> {
     let fields = engine.store.job(job).await?;
+    status_of(engine, job, &fields).await
+}
+
+/// The status reply from the job hash's fields.
+async fn status_of(
+    engine: &Engine,
+    job: Uuid,
+    fields: &std::collections::HashMap<String, String>,
+) -> Result<StatusReply, ApiError> {
     if fields.is_empty() {
         return Err(ApiError::new(
             "not_found",
@@ -251,28 +260,28 @@ pub(crate) async fn job_status(engine: &Engine, job: Uuid) -> Result<StatusReply
 
 /// The job's status, plan, input and decision log.
 async fn trace(engine: &Engine, job: Uuid) -> Result<TraceReply, ApiError> {
-    let status = job_status(engine, job).await?;
-    let fields = engine
-        .store
-        .job_fields(job, &[field::PLAN.to_owned(), field::INPUT.to_owned()])
-        .await?;
-    let mut fields = fields.into_iter();
-    let parse = |raw: Option<String>| {
-        raw.and_then(|raw| serde_json::from_str::<Value>(&raw).ok())
+    let fields = engine.store.job(job).await?;
+    let status = status_of(engine, job, &fields).await?;
+    let parse = |name: &str| {
+        fields
+            .get(name)
+            .and_then(|raw| serde_json::from_str::<Value>(raw).ok())
             .unwrap_or(Value::Null)
     };
-    let plan = parse(fields.next().flatten());
-    let input = parse(fields.next().flatten());
-    let (entries, dropped) = engine.store.log(job).await?;
-    let decisions: Vec<_> = entries
-        .iter()
+    let log = engine.store.log(job).await?;
+    let decisions: Vec<_> = log
+        .split(|&b| b == b'\n')
+        .filter(|entry| !entry.is_empty())
         .filter_map(|entry| serde_json::from_slice(entry).ok())
         .collect();
     Ok(TraceReply {
         job: status,
-        plan,
-        input,
-        dropped,
+        plan: parse(field::PLAN),
+        input: parse(field::INPUT),
+        dropped: fields
+            .get(field::LOG_DROPPED)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0),
         decisions,
     })
 }

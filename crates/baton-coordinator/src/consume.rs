@@ -60,8 +60,12 @@ where
 /// Answers one request and sends the reply in the request's encoding.
 pub(crate) async fn on_request(engine: Arc<Engine>, message: async_nats::Message) {
     let (encoding, mut reply) = api::handle(&engine, &message).await;
-    let max = engine.client.server_info().max_payload;
-    if reply.len() > max {
+    // Replies within Baton's own payload limit fit the server (the limit is documented to stay
+    // at or below its max_payload); only a larger one is worth the server-info copy.
+    if reply.len() > engine.options.limits.max_payload_bytes
+        && let max = engine.client.server_info().max_payload
+        && reply.len() > max
+    {
         // A reply the server would refuse: say so instead of leaving the requester waiting.
         let error = baton_protocol::messages::ErrorReply::new(
             "reply_too_large",

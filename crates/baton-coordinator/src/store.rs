@@ -321,21 +321,13 @@ impl Store {
         Ok(())
     }
 
-    /// The job's decision log (oldest first) and how many older entries were dropped.
-    pub(crate) async fn log(&self, job: Uuid) -> Result<(Vec<Vec<u8>>, u64), Error> {
-        let mut conn = self.conn.clone();
-        let (log, dropped): (Option<Vec<u8>>, Option<u64>) = redis::pipe()
-            .get(keys::log(job))
-            .hget(keys::job(job), keys::field::LOG_DROPPED)
-            .query_async(&mut conn)
+    /// The job's decision log: newline-terminated JSON entries, oldest first.
+    pub(crate) async fn log(&self, job: Uuid) -> Result<Vec<u8>, Error> {
+        let log: Option<Vec<u8>> = redis::cmd("GET")
+            .arg(keys::log(job))
+            .query_async(&mut self.conn.clone())
             .await?;
-        let entries = log
-            .unwrap_or_default()
-            .split(|&b| b == b'\n')
-            .filter(|entry| !entry.is_empty())
-            .map(<[u8]>::to_vec)
-            .collect();
-        Ok((entries, dropped.unwrap_or(0)))
+        Ok(log.unwrap_or_default())
     }
 
     pub(crate) async fn create(
