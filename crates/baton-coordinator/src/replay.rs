@@ -190,7 +190,7 @@ fn dispatch(attempt: u32, sha256: Option<&str>) -> String {
 /// The log in time order (stable: entries of one instant keep their log order).
 fn sorted(trace: &TraceReply) -> Vec<&baton_protocol::messages::Event> {
     let mut events: Vec<_> = trace.decisions.iter().collect();
-    events.sort_by_key(|e| (e.ts_ms, e.causal_rank()));
+    events.sort_by_key(|e| e.order_key());
     events
 }
 

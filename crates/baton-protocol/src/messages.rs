@@ -382,6 +382,11 @@ pub struct Event {
 }
 
 impl Event {
+    /// The key [`sort_decisions`] orders by: time, then cause and effect.
+    pub fn order_key(&self) -> (u64, u8) {
+        (self.ts_ms, self.causal_rank())
+    }
+
     /// Where an event goes among events of the same millisecond, following cause and effect:
     /// a job's creation and reuse, then dispatches, then outcomes, then what outcomes decide
     /// (retries, dead letters, escalations), then humans, then the job's end.
@@ -407,7 +412,7 @@ impl Event {
 /// [`Event::causal_rank`], then in log order. Entries appended by different coordinator
 /// replicas (or by tasks of one replica) may be out of order in the log itself.
 pub fn sort_decisions(events: &mut [Event]) {
-    events.sort_by_key(|event| (event.ts_ms, event.causal_rank()));
+    events.sort_by_key(Event::order_key);
 }
 
 /// What happened. The events of a job are also its decision log (`baton.jobs.trace`):
