@@ -3,12 +3,11 @@
 //! disagree with the decision log. Queue depths are read from JetStream when a scrape arrives.
 //! Every metric is listed in docs/observability.md.
 
-use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 
 use async_nats::jetstream;
-use baton_metrics::prometheus_client;
+use baton_metrics::{ByName, TokenLabels, prometheus_client};
 use baton_protocol::messages::{AttemptReport, EventKind, FailureClass, ResolveAction};
 use baton_protocol::plan::Plan;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -90,13 +89,6 @@ struct ReasonLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct TokenLabels {
-    agent: String,
-    model: String,
-    direction: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ModelLabels {
     agent: String,
     model: String,
@@ -158,7 +150,7 @@ struct AgentSeries {
     fenced: [Counter; FENCE_REASONS.len()],
     latency: Histogram,
     overhead: Histogram,
-    models: RwLock<HashMap<String, Arc<ModelSeries>>>,
+    models: ByName<Arc<ModelSeries>>,
 }
 
 /// Tokens and cost of one (agent, model).
@@ -172,7 +164,7 @@ struct ModelSeries {
 pub(crate) struct Metrics {
     registry: Registry,
     families: Families,
-    agents: RwLock<HashMap<String, Arc<AgentSeries>>>,
+    agents: ByName<Arc<AgentSeries>>,
     jobs_created: Counter,
     jobs_succeeded: Counter,
     jobs_failed: Counter,
@@ -295,7 +287,7 @@ impl Metrics {
         Self {
             registry: r,
             families,
-            agents: RwLock::new(HashMap::new()),
+            agents: ByName::default(),
             jobs_created,
             jobs_succeeded,
             jobs_failed,
@@ -402,16 +394,8 @@ impl Metrics {
 
     /// The series of an agent type, created on its first event.
     fn agent(&self, agent: &str) -> Arc<AgentSeries> {
-        let agents = self.agents.read().unwrap_or_else(|p| p.into_inner());
-        if let Some(series) = agents.get(agent) {
-            return series.clone();
-        }
-        drop(agents);
-        let mut agents = self.agents.write().unwrap_or_else(|p| p.into_inner());
-        agents
-            .entry(agent.to_owned())
-            .or_insert_with(|| Arc::new(AgentSeries::new(&self.families, agent)))
-            .clone()
+        self.agents
+            .get(agent, || Arc::new(AgentSeries::new(&self.families, agent)))
     }
 
     /// Serves `GET /metrics` from `server` until `stop` is cancelled.
@@ -464,7 +448,7 @@ impl AgentSeries {
             }),
             latency: families.latency.get_or_create_owned(&labels),
             overhead: families.overhead.get_or_create_owned(&labels),
-            models: RwLock::new(HashMap::new()),
+            models: ByName::default(),
             agent,
         }
     }
@@ -488,30 +472,18 @@ impl AgentSeries {
     }
 
     fn model(&self, model: &str, metrics: &Metrics) -> Arc<ModelSeries> {
-        let models = self.models.read().unwrap_or_else(|p| p.into_inner());
-        if let Some(series) = models.get(model) {
-            return series.clone();
-        }
-        drop(models);
         let families = &metrics.families;
-        let tokens = |direction| TokenLabels {
-            agent: self.agent.clone(),
-            model: model.to_owned(),
-            direction,
-        };
-        let mut models = self.models.write().unwrap_or_else(|p| p.into_inner());
-        models
-            .entry(model.to_owned())
-            .or_insert_with(|| {
-                Arc::new(ModelSeries {
-                    input: families.tokens.get_or_create_owned(&tokens("input")),
-                    output: families.tokens.get_or_create_owned(&tokens("output")),
-                    cost: families.cost.get_or_create_owned(&ModelLabels {
-                        agent: self.agent.clone(),
-                        model: model.to_owned(),
-                    }),
-                })
+        self.models.get(model, || {
+            let [input, output] =
+                baton_metrics::token_counters(&families.tokens, &self.agent, model);
+            Arc::new(ModelSeries {
+                input,
+                output,
+                cost: families.cost.get_or_create_owned(&ModelLabels {
+                    agent: self.agent.clone(),
+                    model: model.to_owned(),
+                }),
             })
-            .clone()
+        })
     }
 }

@@ -7,6 +7,12 @@
 
 mod server;
 
+use std::collections::HashMap;
+use std::sync::RwLock;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
@@ -32,6 +38,61 @@ pub fn seconds_histogram() -> Histogram {
 /// Milliseconds as the seconds a histogram observes.
 pub fn ms_to_seconds(ms: u64) -> f64 {
     ms as f64 / 1000.0
+}
+
+/// Labels of the token counters (`baton_tokens_total`, `baton_worker_tokens_total`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TokenLabels {
+    pub agent: String,
+    pub model: String,
+    /// `input` or `output`.
+    pub direction: &'static str,
+}
+
+/// The input and output token counters of one (agent, model).
+pub fn token_counters(
+    family: &Family<TokenLabels, Counter>,
+    agent: &str,
+    model: &str,
+) -> [Counter; 2] {
+    ["input", "output"].map(|direction| {
+        family.get_or_create_owned(&TokenLabels {
+            agent: agent.to_owned(),
+            model: model.to_owned(),
+            direction,
+        })
+    })
+}
+
+/// Series by a label value (an agent type, a model), resolved once: a read lock on the hot
+/// path, the write lock only the first time a name is seen.
+#[derive(Debug)]
+pub struct ByName<V> {
+    series: RwLock<HashMap<String, V>>,
+}
+
+impl<V> Default for ByName<V> {
+    fn default() -> Self {
+        Self {
+            series: RwLock::new(HashMap::new()),
+        }
+    }
+}
+
+impl<V: Clone> ByName<V> {
+    /// The series of `model`, made by `create` the first time.
+    pub fn get(&self, model: &str, create: impl FnOnce() -> V) -> V {
+        let series = self.series.read().unwrap_or_else(|p| p.into_inner());
+        if let Some(found) = series.get(model) {
+            return found.clone();
+        }
+        drop(series);
+        let mut series = self.series.write().unwrap_or_else(|p| p.into_inner());
+        series
+            .entry(model.to_owned())
+            .or_insert_with(create)
+            .clone()
+    }
 }
 
 /// The registry in the OpenMetrics text format, `# EOF` included.

@@ -1,11 +1,10 @@
 //! The worker's Prometheus metrics (`baton_worker_*`), served on `GET /metrics` when
 //! `WorkerOptions::metrics_addr` is set. Every metric is listed in docs/observability.md.
 
-use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
-use baton_metrics::prometheus_client;
+use baton_metrics::{ByName, TokenLabels, prometheus_client};
 use baton_protocol::messages::Usage;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -69,13 +68,6 @@ struct OutcomeLabels {
     outcome: &'static str,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct TokenLabels {
-    agent: String,
-    model: String,
-    direction: &'static str,
-}
-
 /// The registry of one worker and the series of its agent type, resolved once.
 pub(crate) struct WorkerMetrics {
     pub(crate) registry: Arc<Registry>,
@@ -88,7 +80,7 @@ pub(crate) struct WorkerMetrics {
     publish_failures: Counter,
     fenced: Counter,
     tokens: Family<TokenLabels, Counter>,
-    models: RwLock<HashMap<String, [Counter; 2]>>,
+    models: ByName<[Counter; 2]>,
 }
 
 impl WorkerMetrics {
@@ -164,7 +156,7 @@ impl WorkerMetrics {
             publish_failures: publish_failures.get_or_create_owned(&labels),
             fenced: fenced.get_or_create_owned(&labels),
             tokens,
-            models: RwLock::new(HashMap::new()),
+            models: ByName::default(),
         }
     }
 
@@ -206,26 +198,9 @@ impl WorkerMetrics {
     }
 
     fn model(&self, model: &str) -> [Counter; 2] {
-        let models = self.models.read().unwrap_or_else(|p| p.into_inner());
-        if let Some(series) = models.get(model) {
-            return series.clone();
-        }
-        drop(models);
-        let labels = |direction| TokenLabels {
-            agent: self.agent.clone(),
-            model: model.to_owned(),
-            direction,
-        };
-        let mut models = self.models.write().unwrap_or_else(|p| p.into_inner());
-        models
-            .entry(model.to_owned())
-            .or_insert_with(|| {
-                [
-                    self.tokens.get_or_create_owned(&labels("input")),
-                    self.tokens.get_or_create_owned(&labels("output")),
-                ]
-            })
-            .clone()
+        self.models.get(model, || {
+            baton_metrics::token_counters(&self.tokens, &self.agent, model)
+        })
     }
 }
 
