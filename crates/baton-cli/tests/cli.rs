@@ -4,8 +4,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use baton_protocol::messages::{JobStatus, StepStatus};
@@ -13,26 +15,7 @@ use baton_tests::Fleet;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-const BATON: &str = env!("CARGO_BIN_EXE_baton");
-
-async fn baton(fleet: &Fleet, args: &[&str]) -> Output {
-    let url = fleet.nats.url();
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    tokio::task::spawn_blocking(move || {
-        Command::new(BATON)
-            .arg("--nats-url")
-            .arg(url)
-            .args(args)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap()
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
+use common::{BATON, baton, stdout};
 
 async fn escalated_job(fleet: &Fleet, n: u32) -> Uuid {
     let plan = json!({"name": "always-fails", "steps": [

@@ -4,7 +4,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::process::{Command, Output};
+mod common;
+
 use std::time::Duration;
 
 use baton_coordinator::Price;
@@ -14,33 +15,9 @@ use baton_worker::{Agent, AgentError, Task};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-const BATON: &str = env!("CARGO_BIN_EXE_baton");
+use common::{baton, stdout};
+
 const WAIT: Duration = Duration::from_secs(30);
-
-async fn baton(fleet: &Fleet, args: &[&str]) -> Output {
-    let url = fleet.nats.url();
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    tokio::task::spawn_blocking(move || {
-        Command::new(BATON)
-            .arg("--nats-url")
-            .arg(url)
-            .args(args)
-            .env("PATH", path_with_tools())
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap()
-}
-
-/// `baton replay` starts redis-server: keep the PATH the tests run with.
-fn path_with_tools() -> String {
-    std::env::var("PATH").unwrap_or_default()
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
 
 /// A step that fails once, a step that times out once, and a step that escalates after two
 /// failed attempts.
@@ -108,7 +85,10 @@ async fn trace_shows_a_retry_a_timeout_and_an_escalation_in_order_and_replay_che
             "no row {step} #{attempt} {outcome}:\n{text}"
         );
     }
-    assert!(text.contains("succeeded"), "{text}");
+    assert!(
+        text.starts_with(&format!("job {job} · plan eventful · succeeded · ")),
+        "{text}"
+    );
     let order = [
         "a: attempt 1 failed (error)",
         "a: retry as attempt 2",
