@@ -13,6 +13,8 @@ use bytes::Bytes;
 use futures::StreamExt;
 use tokio::sync::{Semaphore, oneshot};
 
+use crate::procs::Proc;
+
 const TASKS: &str = "CEILING_TASKS";
 const RESULTS: &str = "CEILING_RESULTS";
 
@@ -32,14 +34,16 @@ return {}
 
 type Done = Arc<Mutex<HashMap<u64, oneshot::Sender<()>>>>;
 
-/// Runs `jobs` jobs with at most `window` in flight; returns steps per second.
+/// Runs `jobs` jobs with at most `window` in flight; returns steps per second and the CPU
+/// seconds each of `procs` used while they ran.
 pub(crate) async fn run(
     nats_url: &str,
     redis_url: &str,
     jobs: u64,
     window: usize,
     worker_concurrency: usize,
-) -> anyhow::Result<f64> {
+    procs: &[Proc],
+) -> anyhow::Result<(f64, Vec<(String, f64)>)> {
     let client = async_nats::connect(nats_url).await?;
     let js = jetstream::new(client.clone());
     for (name, subject) in [(TASKS, "ceiling.tasks"), (RESULTS, "ceiling.results")] {
@@ -73,6 +77,7 @@ pub(crate) async fn run(
         .map(|d| d.as_nanos())
         .unwrap_or(0);
     let limit = Arc::new(Semaphore::new(window));
+    let cpu_before = crate::procs::cpu_snapshot(procs);
     let started = Instant::now();
     let mut handles = Vec::new();
     for job in 0..jobs {
@@ -102,12 +107,13 @@ pub(crate) async fn run(
         handle.await??;
     }
     let elapsed = started.elapsed().as_secs_f64();
+    let cpu = crate::procs::cpu_delta(procs, &cpu_before);
     worker.abort();
     coordinator.abort();
     for name in [TASKS, RESULTS] {
         let _ = js.delete_stream(name).await;
     }
-    Ok((jobs * 5) as f64 / elapsed)
+    Ok(((jobs * 5) as f64 / elapsed, cpu))
 }
 
 async fn publish(

@@ -18,6 +18,7 @@ use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 
 use crate::fleet::Fleet;
+use crate::procs::Proc;
 use crate::tracker::Tracker;
 
 /// How big a run is.
@@ -174,6 +175,7 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
     let mut baton_rates = Vec::new();
     let mut ceiling_rates = Vec::new();
     let mut cpu_per_1000: Vec<(String, f64)> = Vec::new();
+    let mut ceiling_cpu_per_1000: Vec<(String, f64)> = Vec::new();
     for run in 0..options.runs {
         let before = procs::cpu_snapshot(&procs);
         baton_rates.push(throughput(&tracker, options.throughput_jobs, options.window).await?);
@@ -185,16 +187,32 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
                 .map(|(n, s)| (n, s * 1000.0 / steps))
                 .collect();
         }
-        ceiling_rates.push(
-            ceiling::run(
-                &fleet.nats.url(),
-                &fleet.redis.url(),
-                options.throughput_jobs,
-                options.window,
-                options.worker_concurrency,
-            )
-            .await?,
-        );
+        // The ceiling's coordinator and worker loops run in this process: its CPU is theirs.
+        let mut ceiling_procs: Vec<Proc> = procs
+            .iter()
+            .filter(|p| !p.name.starts_with("coordinator") && !p.name.starts_with("worker"))
+            .cloned()
+            .collect();
+        ceiling_procs.push(Proc {
+            name: "ceiling's loops (the bench process)".into(),
+            pid: std::process::id(),
+        });
+        let (rate, cpu) = ceiling::run(
+            &fleet.nats.url(),
+            &fleet.redis.url(),
+            options.throughput_jobs,
+            options.window,
+            options.worker_concurrency,
+            &ceiling_procs,
+        )
+        .await?;
+        ceiling_rates.push(rate);
+        if run == 0 {
+            ceiling_cpu_per_1000 = cpu
+                .into_iter()
+                .map(|(n, s)| (n, s * 1000.0 / steps))
+                .collect();
+        }
     }
     let baton_rate = median(&mut baton_rates);
     let ceiling_rate = median(&mut ceiling_rates);
@@ -264,6 +282,9 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
     );
     for (name, seconds) in &cpu_per_1000 {
         println!("| CPU per 1000 steps: {name} | {seconds:.3} s |");
+    }
+    for (name, seconds) in &ceiling_cpu_per_1000 {
+        println!("| ceiling CPU per 1000 steps: {name} | {seconds:.3} s |");
     }
     println!(
         "| Redis memory per job in flight | {:.0} bytes |",
