@@ -10,8 +10,9 @@ use async_nats::jetstream::{self, AckKind};
 use baton_protocol::messages::{
     Failure, FailureClass, MaxDeliveriesAdvisory, SubmitRequest, Task, TaskResult,
 };
-use baton_protocol::{codec, keys, subject};
+use baton_protocol::{Encoding, codec, keys, subject};
 use futures::StreamExt;
+use serde_json::value::RawValue;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -149,8 +150,28 @@ pub(crate) async fn consume<F, Fut>(
 /// Handles one message from `baton.results.>`.
 pub(crate) async fn on_result(engine: Arc<Engine>, message: jetstream::Message) {
     let max = engine.options.limits.max_payload_bytes;
-    let decoded = baton_nats::encoding_of(message.headers.as_ref())
-        .and_then(|encoding| encoding.decode::<TaskResult>(&message.payload, max));
+    // JSON outputs are kept as they came: checked, stored and spliced into the next inputs
+    // without being built into a value and written out again.
+    let decoded =
+        baton_nats::encoding_of(message.headers.as_ref()).and_then(|encoding| match encoding {
+            Encoding::Json => encoding
+                .decode::<TaskResult<Box<RawValue>>>(&message.payload, max)
+                .and_then(|result| {
+                    // Decoding into a value would have met the decoder's depth limit; raw
+                    // text does not, so the same message is refused here.
+                    match &result.output {
+                        Some(output) => {
+                            codec::check_depth_raw(output.get(), codec::MAX_DECODE_DEPTH - 1)
+                                .map_err(|_| codec::Error::TooDeep(codec::MAX_DECODE_DEPTH))
+                        }
+                        None => Ok(()),
+                    }
+                    .map(|()| result)
+                }),
+            Encoding::MsgPack => encoding
+                .decode::<TaskResult>(&message.payload, max)
+                .and_then(raw_output),
+        });
     let result = match decoded {
         Ok(result) => result,
         Err(error) => {
@@ -200,14 +221,16 @@ pub(crate) async fn on_result(engine: Arc<Engine>, message: jetstream::Message) 
     };
     let outcome = match (result.output, result.error) {
         (Some(output), None) => {
-            let checked = codec::check_depth(&output, limits.max_depth)
+            let checked = codec::check_depth_raw(output.get(), limits.max_depth)
                 .map_err(|error| error.to_string())
                 .and_then(|()| match &step.output_schema {
-                    Some(schema) => schema.check(&output),
+                    Some(schema) => serde_json::from_str(output.get())
+                        .map_err(|error| error.to_string())
+                        .and_then(|value| schema.check(&value)),
                     None => Ok(()),
                 });
             match checked {
-                Ok(()) => Ok(serde_json::to_string(&output).unwrap_or_else(|_| "null".into())),
+                Ok(()) => Ok(String::from(Box::<str>::from(output))),
                 Err(message) => Err(invalid(message)),
             }
         }
@@ -244,6 +267,25 @@ pub(crate) async fn on_result(engine: Arc<Engine>, message: jetstream::Message) 
         }
         Err(error) => retry_later(&message, &error.to_string()).await,
     }
+}
+
+/// A MessagePack result with its output as JSON text.
+fn raw_output(result: TaskResult) -> Result<TaskResult<Box<RawValue>>, codec::Error> {
+    let output = result
+        .output
+        .map(|output| serde_json::value::to_raw_value(&output))
+        .transpose()
+        .map_err(|error| codec::Error::Schema(error.to_string()))?;
+    Ok(TaskResult {
+        job_id: result.job_id,
+        step_id: result.step_id,
+        attempt: result.attempt,
+        output,
+        error: result.error,
+        worker: result.worker,
+        duration_ms: result.duration_ms,
+        usage: result.usage,
+    })
 }
 
 fn invalid(message: String) -> Failure {

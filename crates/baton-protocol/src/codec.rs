@@ -168,12 +168,88 @@ pub fn check_depth(value: &Value, max_depth: usize) -> Result<(), Error> {
     Ok(())
 }
 
+/// [`check_depth`] for JSON text already known to be valid (e.g. a `RawValue`): the same
+/// verdict, without building the value. A value's depth is 1 for a scalar or an empty
+/// container, else 1 more than its deepest member's; object keys do not count.
+pub fn check_depth_raw(json: &str, max_depth: usize) -> Result<(), Error> {
+    // Containers open around the scanning position; `true` marks an object.
+    let mut open: Vec<bool> = Vec::new();
+    let (mut in_string, mut escaped, mut expect_key) = (false, false, false);
+    for &byte in json.as_bytes() {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if byte == b'\\' {
+                escaped = true;
+            } else if byte == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match byte {
+            b' ' | b'\n' | b'\r' | b'\t' | b':' => {}
+            b',' => expect_key = open.last() == Some(&true),
+            b'}' | b']' => {
+                open.pop();
+                expect_key = false;
+            }
+            b'"' if expect_key => {
+                in_string = true;
+                expect_key = false;
+            }
+            _ => {
+                // A value starts (or a scalar goes on) here, inside `open.len()` containers.
+                if open.len() + 1 > max_depth {
+                    return Err(Error::TooDeep(max_depth));
+                }
+                match byte {
+                    b'"' => in_string = true,
+                    b'{' | b'[' => {
+                        open.push(byte == b'{');
+                        expect_key = byte == b'{';
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
 
     use super::*;
     use crate::messages::SubmitRequest;
+
+    #[test]
+    fn raw_depth_agrees_with_the_value_depth() {
+        let values = [
+            json!(1),
+            json!("a\\\"{[b"),
+            json!({}),
+            json!([]),
+            json!({"a": 1}),
+            json!({"a{": {}, "b": [[]], "c\"": [1, {"d": [true, null]}]}),
+            json!([[[[["x"]]]], {"k": {"k": {"k": "v"}}}]),
+            json!({"input": {"x": [1, 2, {"y": "]}"}]}, "needs": {"a": null}}),
+        ];
+        for value in values {
+            for text in [
+                serde_json::to_string(&value).unwrap(),
+                serde_json::to_string_pretty(&value).unwrap(),
+            ] {
+                for max in 1..8 {
+                    assert_eq!(
+                        check_depth_raw(&text, max),
+                        check_depth(&value, max),
+                        "{text} at {max}"
+                    );
+                }
+            }
+        }
+    }
 
     #[test]
     fn content_types_select_the_encoding() {

@@ -245,9 +245,11 @@ pub struct Task<I = Value> {
 
 /// A message on `baton.results.<agent>`: exactly one of `output` and `error`. `"output":
 /// null` is an output (null); a missing `output` is not. Unknown fields are ignored, so
-/// workers can be upgraded before coordinators.
+/// workers can be upgraded before coordinators. `O` is the output's representation: workers
+/// write a `serde_json::Value`, the coordinator reads JSON as it came (`Box<RawValue>`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TaskResult {
+#[serde(bound(serialize = "O: Serialize", deserialize = "O: Deserialize<'de>"))]
+pub struct TaskResult<O = Value> {
     pub job_id: Uuid,
     pub step_id: String,
     pub attempt: u32,
@@ -256,7 +258,7 @@ pub struct TaskResult {
         deserialize_with = "present",
         skip_serializing_if = "Option::is_none"
     )]
-    pub output: Option<Value>,
+    pub output: Option<O>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<AgentError>,
     /// Free-form identity of the worker that produced this result (for diagnostics).
@@ -310,8 +312,10 @@ fn default_true() -> bool {
 
 /// Deserializes a field that is present (even as `null`) into `Some`; with
 /// `#[serde(default)]` a missing field stays `None`.
-fn present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Value>, D::Error> {
-    Value::deserialize(deserializer).map(Some)
+fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
+    deserializer: D,
+) -> Result<Option<T>, D::Error> {
+    T::deserialize(deserializer).map(Some)
 }
 
 /// The part of a JetStream max-deliveries advisory Baton reads.
