@@ -50,7 +50,37 @@ impl DecisionLog {
     }
 }
 
+/// Logs this writer gave a TTL to, and when (unix ms). A log's TTL is set once (`NX`) and
+/// not refreshed, so it cannot expire (and be recreated by a later append, without a TTL)
+/// sooner than the running TTL after that: for half of it, an append needs no `PEXPIRE`.
+/// Another replica's appends, or a forgotten entry, only cost a redundant `PEXPIRE NX`.
+struct Expiries {
+    set: quick_cache::unsync::Cache<Uuid, u64>,
+    fresh_ms: u64,
+}
+
+impl Expiries {
+    fn new(running_ttl: Duration) -> Self {
+        Self {
+            set: quick_cache::unsync::Cache::new(100_000),
+            fresh_ms: (running_ttl.as_millis() / 2) as u64,
+        }
+    }
+
+    /// Whether an append to `job`'s log must also give it a TTL; notes that it will.
+    fn needed(&mut self, job: Uuid, now: u64) -> bool {
+        if let Some(&at) = self.set.get(&job)
+            && now.saturating_sub(at) < self.fresh_ms
+        {
+            return false;
+        }
+        self.set.insert(job, now);
+        true
+    }
+}
+
 async fn write(store: Store, mut rx: mpsc::UnboundedReceiver<Entry>, stop: CancellationToken) {
+    let mut expiries = Expiries::new(store.running_ttl());
     let mut batch = Vec::with_capacity(BATCH);
     loop {
         let first = tokio::select! {
@@ -62,10 +92,10 @@ async fn write(store: Store, mut rx: mpsc::UnboundedReceiver<Entry>, stop: Cance
             while let Ok(entry) = rx.try_recv() {
                 batch.push(entry);
                 if batch.len() == BATCH {
-                    flush(&store, &mut batch).await;
+                    flush(&store, &mut batch, &mut expiries).await;
                 }
             }
-            flush(&store, &mut batch).await;
+            flush(&store, &mut batch, &mut expiries).await;
             return;
         };
         batch.push(first);
@@ -75,15 +105,16 @@ async fn write(store: Store, mut rx: mpsc::UnboundedReceiver<Entry>, stop: Cance
                 Err(_) => break,
             }
         }
-        flush(&store, &mut batch).await;
+        flush(&store, &mut batch, &mut expiries).await;
     }
 }
 
 /// Writes a batch grouped by job, keeping each job's order.
-async fn flush(store: &Store, batch: &mut Vec<Entry>) {
+async fn flush(store: &Store, batch: &mut Vec<Entry>, expiries: &mut Expiries) {
     if batch.is_empty() {
         return;
     }
+    let now = crate::engine::now_ms();
     let mut groups: Vec<LogBatch> = Vec::new();
     let mut index: HashMap<Uuid, usize> = HashMap::new();
     for (job, entry, ended) in batch.drain(..) {
@@ -92,6 +123,7 @@ async fn flush(store: &Store, batch: &mut Vec<Entry>) {
                 job,
                 entries: Vec::new(),
                 ended: false,
+                expire: false,
             });
             groups.len() - 1
         });
@@ -99,6 +131,9 @@ async fn flush(store: &Store, batch: &mut Vec<Entry>) {
         group.entries.extend_from_slice(&entry);
         group.entries.push(b'\n');
         group.ended |= ended;
+    }
+    for group in &mut groups {
+        group.expire = !group.ended && expiries.needed(group.job, now);
     }
     let append = || store.append_log(&groups);
     let written = append

@@ -80,6 +80,9 @@ pub(crate) struct LogBatch {
     pub(crate) entries: Vec<u8>,
     /// The batch holds the job's end.
     pub(crate) ended: bool,
+    /// The log may have no TTL yet: give it the running TTL if it has none. False when this
+    /// replica did so recently enough that the log cannot have expired and been recreated.
+    pub(crate) expire: bool,
 }
 
 /// What the script read when a transition ended its job (cjson leaves missing fields out).
@@ -241,28 +244,34 @@ impl Store {
     /// result is being recorded); it is removed in the same round trip, after the script.
     /// Removing it even if the script fails is safe: the result being recorded is still in
     /// its work queue and is redelivered until it is recorded.
-    async fn transition(
-        &self,
-        script: &Script,
-        job: Uuid,
-        now: u64,
-        args: Vec<String>,
-        timers: &[(TimerMember, u64)],
-        settled: Option<&TimerMember>,
-    ) -> Result<Transition, Error> {
-        let mut invocation = script.key(keys::job(job));
-        invocation
+    /// The `EVALSHA` of a job script with the prelude's arguments; callers add their own.
+    /// Arguments are written straight into the command's buffer, once.
+    fn script_call(&self, script: &Script, job: Uuid, now: u64) -> redis::Cmd {
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(script.get_hash())
+            .arg(1)
+            .arg(keys::job(job))
             .arg(now)
             .arg(self.ttl.running.as_millis() as u64)
             .arg(self.ttl.retention.as_millis() as u64);
-        for arg in &args {
-            invocation.arg(arg);
-        }
+        cmd
+    }
+
+    /// Runs a job script (built by `script_call`) in one round trip with the timers it
+    /// schedules and the one it settles.
+    async fn transition(
+        &self,
+        script: &Script,
+        call: redis::Cmd,
+        now: u64,
+        timers: &[(TimerMember, u64)],
+        settled: Option<&TimerMember>,
+    ) -> Result<Transition, Error> {
         let mut pipe = redis::pipe();
         for (member, due) in timers {
             pipe.zadd(keys::TIMERS, member.encode(), *due).ignore();
         }
-        pipe.invoke_script(&invocation);
+        pipe.add_command(call);
         if let Some(member) = settled {
             pipe.zrem(keys::TIMERS, member.encode()).ignore();
         }
@@ -288,23 +297,24 @@ impl Store {
 
     /// Appends decision-log entries, one batch per job (entries newline-terminated, in
     /// order), in one round trip. `ended` says a batch holds the job's end: the log then takes
-    /// the retention; otherwise it gets the running TTL if it has none yet. Logs that outgrew
+    /// the retention; otherwise, with `expire`, it gets the running TTL if it has none yet.
+    /// Logs that outgrew
     /// `max_log_bytes` are trimmed after.
     pub(crate) async fn append_log(&self, batches: &[LogBatch]) -> Result<(), Error> {
         let mut pipe = redis::pipe();
         for batch in batches {
             let key = keys::log(batch.job);
             pipe.append(&key, batch.entries.as_slice());
-            let mut expire = redis::cmd("PEXPIRE");
             if batch.ended {
-                expire.arg(&key).arg(self.ttl.retention.as_millis() as u64);
-            } else {
-                expire
+                pipe.pexpire(&key, self.ttl.retention.as_millis() as i64)
+                    .ignore();
+            } else if batch.expire {
+                pipe.cmd("PEXPIRE")
                     .arg(&key)
                     .arg(self.ttl.running.as_millis() as u64)
-                    .arg("NX");
+                    .arg("NX")
+                    .ignore();
             }
-            pipe.add_command(expire).ignore();
         }
         let mut conn = self.conn.clone();
         let lengths: Vec<u64> = pipe.query_async(&mut conn).await?;
@@ -343,17 +353,15 @@ impl Store {
             traceparent,
             reused,
         } = new;
-        let mut args = vec![
-            serde_json::to_string(plan.spec()).map_err(|e| Error::Reply(e.to_string()))?,
-            input.to_owned(),
-            idempotency_key.unwrap_or_default().to_owned(),
-            traceparent.unwrap_or_default().to_owned(),
-        ];
-        push_steps(&mut args, plan.steps().iter(), now);
-        args.push(reused.len().to_string());
+        let mut call = self.script_call(&self.scripts.create, job, now);
+        call.arg(serde_json::to_string(plan.spec()).map_err(|e| Error::Reply(e.to_string()))?)
+            .arg(input)
+            .arg(idempotency_key.unwrap_or_default())
+            .arg(traceparent.unwrap_or_default());
+        push_steps(&mut call, plan.steps().iter(), now);
+        call.arg(reused.len());
         for (step, output) in reused {
-            args.push(step.clone());
-            args.push(output.clone());
+            call.arg(step).arg(output);
         }
         let reused_ids: std::collections::HashSet<&str> =
             reused.iter().map(|(step, _)| step.as_str()).collect();
@@ -365,7 +373,7 @@ impl Store {
                 )
             })
             .collect();
-        self.transition(&self.scripts.create, job, now, args, &timers, None)
+        self.transition(&self.scripts.create, call, now, &timers, None)
             .await
     }
 
@@ -383,26 +391,27 @@ impl Store {
             RecordKind::Fail => "fail",
             RecordKind::Timeout => "timeout",
         };
-        let mut args = vec![
-            step.id.to_string(),
-            record.attempt.to_string(),
-            kind.to_owned(),
-            record.payload.to_owned(),
-            if record.retryable { "1" } else { "0" }.to_owned(),
-            step.retry.max_attempts.to_string(),
-            (now + record.delay_ms).to_string(),
-            record.usage.map_or(0, |u| u.input_tokens).to_string(),
-            record.usage.map_or(0, |u| u.output_tokens).to_string(),
-            record.cost_nanos.to_string(),
-            record
-                .usage
-                .and_then(|u| u.model.clone())
-                .unwrap_or_default(),
-        ];
+        let mut call = self.script_call(&self.scripts.record, job, now);
+        call.arg(step.id.as_str())
+            .arg(record.attempt)
+            .arg(kind)
+            .arg(record.payload)
+            .arg(if record.retryable { "1" } else { "0" })
+            .arg(step.retry.max_attempts)
+            .arg(now + record.delay_ms)
+            .arg(record.usage.map_or(0, |u| u.input_tokens))
+            .arg(record.usage.map_or(0, |u| u.output_tokens))
+            .arg(record.cost_nanos)
+            .arg(
+                record
+                    .usage
+                    .and_then(|u| u.model.as_deref())
+                    .unwrap_or_default(),
+            );
         let mut timers = Vec::new();
         if record.kind == RecordKind::Ok {
-            push_steps(&mut args, plan.dependents(step.id.as_str()), now);
-            push_list(&mut args, plan.sinks().map(|s| s.id.to_string()));
+            push_steps(&mut call, plan.dependents(step.id.as_str()), now);
+            push_list(&mut call, plan.sinks().map(|s| s.id.as_str()));
             for dep in plan.dependents(step.id.as_str()) {
                 timers.push((
                     timer(job, dep, 1, keys::TimerKind::Timeout),
@@ -420,15 +429,8 @@ impl Store {
             // A result settles its attempt's timeout; a fired timeout is settled by the timer loop.
             let settled = (record.kind != RecordKind::Timeout)
                 .then(|| timer(job, step, record.attempt, keys::TimerKind::Timeout));
-            self.transition(
-                &self.scripts.record,
-                job,
-                now,
-                args,
-                &timers,
-                settled.as_ref(),
-            )
-            .await
+            self.transition(&self.scripts.record, call, now, &timers, settled.as_ref())
+                .await
         }
     }
 
@@ -440,17 +442,16 @@ impl Store {
         attempt: u32,
         now: u64,
     ) -> Result<Transition, Error> {
-        let mut args = vec![
-            step.id.to_string(),
-            attempt.to_string(),
-            (now + step.timeout_ms).to_string(),
-        ];
-        push_list(&mut args, step.needs.iter().map(|n| n.to_string()));
+        let mut call = self.script_call(&self.scripts.retry, job, now);
+        call.arg(step.id.as_str())
+            .arg(attempt)
+            .arg(now + step.timeout_ms);
+        push_list(&mut call, step.needs.iter().map(|n| n.as_str()));
         let timers = [(
             timer(job, step, attempt, keys::TimerKind::Timeout),
             self.first_check(step, now),
         )];
-        self.transition(&self.scripts.retry, job, now, args, &timers, None)
+        self.transition(&self.scripts.retry, call, now, &timers, None)
             .await
     }
 
@@ -468,15 +469,14 @@ impl Store {
             payload,
             next_attempt,
         } = resolution;
-        let mut args = vec![
-            step.id.to_string(),
-            action.to_owned(),
-            payload.to_owned(),
-            (now + step.timeout_ms).to_string(),
-        ];
-        push_steps(&mut args, plan.dependents(step.id.as_str()), now);
-        push_list(&mut args, plan.sinks().map(|s| s.id.to_string()));
-        push_list(&mut args, step.needs.iter().map(|n| n.to_string()));
+        let mut call = self.script_call(&self.scripts.resolve, job, now);
+        call.arg(step.id.as_str())
+            .arg(action)
+            .arg(payload)
+            .arg(now + step.timeout_ms);
+        push_steps(&mut call, plan.dependents(step.id.as_str()), now);
+        push_list(&mut call, plan.sinks().map(|s| s.id.as_str()));
+        push_list(&mut call, step.needs.iter().map(|n| n.as_str()));
         let timers: Vec<_> = match action {
             "output" => plan
                 .dependents(step.id.as_str())
@@ -493,7 +493,7 @@ impl Store {
             )],
             _ => Vec::new(),
         };
-        self.transition(&self.scripts.resolve, job, now, args, &timers, None)
+        self.transition(&self.scripts.resolve, call, now, &timers, None)
             .await
     }
 
@@ -503,6 +503,11 @@ impl Store {
         now + step
             .timeout_ms
             .min(self.ttl.reconcile_after.as_millis() as u64)
+    }
+
+    /// How long a running job's keys live without a transition.
+    pub(crate) fn running_ttl(&self) -> Duration {
+        self.ttl.running
     }
 
     /// Interval between the reconciler's looks at a running attempt.
@@ -728,29 +733,25 @@ fn timer(job: Uuid, step: &Step, attempt: u32, kind: keys::TimerKind) -> TimerMe
 
 /// Appends steps in the layout `read_steps` in common.lua expects.
 /// Step specs for a script: id, the deadline of an attempt starting at `now`, needs.
-fn push_steps<'a>(args: &mut Vec<String>, steps: impl Iterator<Item = &'a Step>, now: u64) {
-    let at = args.len();
-    args.push(String::new());
-    let mut count = 0;
+fn push_steps<'a>(call: &mut redis::Cmd, steps: impl Iterator<Item = &'a Step>, now: u64) {
+    let steps: Vec<&Step> = steps.collect();
+    call.arg(steps.len());
     for step in steps {
-        count += 1;
-        args.push(step.id.to_string());
-        args.push((now + step.timeout_ms).to_string());
-        args.push(step.needs.len().to_string());
-        args.extend(step.needs.iter().map(|n| n.to_string()));
+        call.arg(step.id.as_str())
+            .arg(now + step.timeout_ms)
+            .arg(step.needs.len());
+        for need in &step.needs {
+            call.arg(need.as_str());
+        }
     }
-    args[at] = count.to_string();
 }
 
-fn push_list(args: &mut Vec<String>, items: impl Iterator<Item = String>) {
-    let at = args.len();
-    args.push(String::new());
-    let mut count = 0;
+fn push_list<'a>(call: &mut redis::Cmd, items: impl Iterator<Item = &'a str>) {
+    let items: Vec<&str> = items.collect();
+    call.arg(items.len());
     for item in items {
-        count += 1;
-        args.push(item);
+        call.arg(item);
     }
-    args[at] = count.to_string();
 }
 
 fn parse_transition(value: redis::Value) -> Result<Transition, Error> {

@@ -61,12 +61,22 @@ local function read_list()
 end
 
 -- A dispatch order for Rust: step, attempt, input override (or ''), outputs of its needs.
+-- Numbers given to Redis are formatted with printf; constants are passed as strings.
+-- The first item also reads the job input, which the reply carries with the items.
+local job_input = nil
 local function dispatch_item(step, attempt, needs)
   local fields = { f('i', step) }
   for i, need in ipairs(needs) do
     fields[i + 1] = f('o', need)
   end
+  local with_input = job_input == nil
+  if with_input then
+    fields[#fields + 1] = 'input'
+  end
   local values = redis.call('HMGET', job, unpack(fields))
+  if with_input then
+    job_input = values[#fields] or 'null'
+  end
   local item = { step, tostring(attempt), values[1] or '' }
   for i = 1, #needs do
     item[#item + 1] = values[i + 1] or 'null'
@@ -96,7 +106,7 @@ local function reply(outcome, status, detail, items, started, finished)
     out[6] = ending()
   end
   if items and #items > 0 then
-    out[4] = get('input')
+    out[4] = job_input or get('input')
     for i, item in ipairs(items) do
       out[6 + i] = item
     end
@@ -110,14 +120,16 @@ end
 local function succeed(step, output, dependents, sinks, status)
   redis.call('HSET', job, f('s', step), 'succeeded', f('o', step), output, 'updated', now_s)
   redis.call('HDEL', job, f('d', step), f('i', step))
-  local left = redis.call('HINCRBY', job, 'left', -1)
+  local left = redis.call('HINCRBY', job, 'left', '-1')
   local items = {}
   for _, dep in ipairs(dependents) do
-    local waiting = redis.call('HINCRBY', job, f('w', dep.id), -1)
-    if waiting <= 0 and get(f('s', dep.id)) == 'waiting' then
-      redis.call('HSET', job, f('s', dep.id), 'running', f('a', dep.id), 1,
+    -- Each need succeeds once (results are fenced), so the count reaches 0 exactly once:
+    -- when the last need succeeds, with the dependent still waiting.
+    local waiting = redis.call('HINCRBY', job, f('w', dep.id), '-1')
+    if waiting == 0 then
+      redis.call('HSET', job, f('s', dep.id), 'running', f('a', dep.id), '1',
         f('d', dep.id), dep.deadline, f('t', dep.id), now_s, f('ta', dep.id), now_s)
-      items[#items + 1] = dispatch_item(dep.id, 1, dep.needs)
+      items[#items + 1] = dispatch_item(dep.id, '1', dep.needs)
     end
   end
   if left <= 0 then

@@ -26,8 +26,8 @@ if tp ~= '' then
   redis.call('HSET', job, 'tp', tp)
 end
 for id, output in pairs(reused) do
-  redis.call('HSET', job, f('s', id), 'succeeded', f('o', id), output, f('a', id), 0,
-    f('b', id), 0, f('w', id), 0)
+  redis.call('HSET', job, f('s', id), 'succeeded', f('o', id), output, f('a', id), '0',
+    f('b', id), '0', f('w', id), '0')
 end
 local items = {}
 for _, step in ipairs(steps) do
@@ -39,12 +39,12 @@ for _, step in ipairs(steps) do
       end
     end
     if waiting == 0 then
-      redis.call('HSET', job, f('s', step.id), 'running', f('a', step.id), 1, f('b', step.id), 0,
-        f('w', step.id), 0, f('d', step.id), step.deadline, f('t', step.id), now_s,
+      redis.call('HSET', job, f('s', step.id), 'running', f('a', step.id), '1', f('b', step.id), '0',
+        f('w', step.id), '0', f('d', step.id), step.deadline, f('t', step.id), now_s,
         f('ta', step.id), now_s)
-      items[#items + 1] = dispatch_item(step.id, 1, step.needs)
+      items[#items + 1] = dispatch_item(step.id, '1', step.needs)
     else
-      redis.call('HSET', job, f('s', step.id), 'waiting', f('a', step.id), 0, f('b', step.id), 0,
+      redis.call('HSET', job, f('s', step.id), 'waiting', f('a', step.id), '0', f('b', step.id), '0',
         f('w', step.id), waiting)
     end
   end
