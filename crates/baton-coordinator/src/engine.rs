@@ -33,6 +33,11 @@ use crate::store::{self, Record, RecordKind, Store, Transition};
 /// created within milliseconds of its mapping, or its creator died and a retry may finish it.
 const STALE_MAPPING: Duration = Duration::from_secs(60);
 
+/// Distinct submitted plans kept validated, and the largest kept (its JSON): at most
+/// 4 MiB of plan text.
+const SUBMITTED_PLANS: usize = 256;
+const SUBMITTED_PLAN_MAX_BYTES: usize = 16 * 1024;
+
 /// Unix time in milliseconds.
 pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
@@ -49,6 +54,8 @@ pub(crate) struct Engine {
     pub(crate) store: Store,
     pub(crate) options: Options,
     plans: quick_cache::sync::Cache<Uuid, Arc<Plan>>,
+    /// Validated plans by the JSON they were submitted as.
+    submitted: quick_cache::sync::Cache<String, Arc<Plan>>,
     /// Wakes the timer loop when this replica schedules a timer earlier than it planned to
     /// look next.
     pub(crate) timer_wake: Notify,
@@ -87,6 +94,7 @@ impl Engine {
             store,
             options,
             plans: quick_cache::sync::Cache::new(10_000),
+            submitted: quick_cache::sync::Cache::new(SUBMITTED_PLANS),
             timer_wake: Notify::new(),
             next_timer: AtomicU64::new(u64::MAX),
             log,
@@ -106,7 +114,7 @@ impl Engine {
     ) -> Result<(Uuid, bool), ApiError> {
         let limits = &self.options.limits;
         codec::check_depth(&request.input, limits.max_depth)?;
-        let plan = Plan::from_value(request.plan, limits)?;
+        let plan = self.validated(request.plan)?;
         if let Some(key) = &request.idempotency_key {
             check_idempotency_key(key)?;
         }
@@ -121,6 +129,26 @@ impl Engine {
             .map_err(|e| ApiError::new("invalid_request", e.to_string()))?;
         self.start(plan, &input, mapping, Vec::new(), None, traceparent)
             .await
+    }
+
+    /// Validates a submitted plan, once per distinct plan: submitters send the same plans
+    /// again and again, and validating one (parsing, checking the graph, compiling schemas)
+    /// costs more than the lookup, which compares the plan's exact JSON.
+    fn validated(&self, submitted: serde_json::Value) -> Result<Arc<Plan>, ApiError> {
+        let limits = &self.options.limits;
+        let key = serde_json::to_string(&submitted).ok();
+        if let Some(key) = &key
+            && let Some(plan) = self.submitted.get(key)
+        {
+            return Ok(plan);
+        }
+        let plan = Arc::new(Plan::from_value(submitted, limits)?);
+        if let Some(key) = key
+            && key.len() <= SUBMITTED_PLAN_MAX_BYTES
+        {
+            self.submitted.insert(key, plan.clone());
+        }
+        Ok(plan)
     }
 
     /// Starts a new job from a finished or running one: the same plan and input, with the
@@ -178,7 +206,6 @@ impl Engine {
             }
         }
         let mapping = request.idempotency_key.as_deref().map(keys::idempotency);
-        let plan = Plan::clone(&plan);
         self.start(plan, &input, mapping, outputs, Some(source), None)
             .await
     }
@@ -186,7 +213,7 @@ impl Engine {
     /// Creates a job (idempotently, under `mapping`) and publishes its first tasks.
     async fn start(
         &self,
-        plan: Plan,
+        plan: Arc<Plan>,
         input: &str,
         mapping: Option<String>,
         reused: Vec<(String, String)>,
@@ -228,7 +255,6 @@ impl Engine {
             return Ok((job, true));
         }
         self.spans.created(job, traceparent.as_ref());
-        let plan = Arc::new(plan);
         self.plans.insert(job, plan.clone());
         self.event_at(
             job,
@@ -331,8 +357,10 @@ impl Engine {
             cost_nanos,
         };
         let transition = self.store.record(job, plan, step, record, now).await?;
-        self.spans
-            .recorded(
+        // Span work is boxed so that, with tracing off, it adds nothing to the size of this
+        // future, which every result's task moves around.
+        if self.spans.enabled() {
+            Box::pin(self.spans.recorded(
                 &self.store,
                 job,
                 step,
@@ -342,8 +370,9 @@ impl Engine {
                 cost_nanos,
                 &transition,
                 now,
-            )
+            ))
             .await;
+        }
         let report = || AttemptReport {
             latency_ms: transition
                 .started
@@ -404,7 +433,8 @@ impl Engine {
                     .await;
                     self.note_timers(std::iter::once(now + delay_ms));
                 } else {
-                    self.escalated(job, plan, step, attempt).await;
+                    // Boxed: rare, and its future is large.
+                    Box::pin(self.escalated(job, plan, step, attempt)).await;
                 }
             }
             _ => {}
@@ -438,9 +468,13 @@ impl Engine {
                 tracing::warn!(job = %job, error = %error, "Idempotency mapping keeps its longer TTL");
             }
             let usage = usage_totals(ending.ui, ending.uo, ending.uc, None);
-            self.spans
-                .job_ended(&self.store, job, plan, &transition.status)
+            if self.spans.enabled() {
+                Box::pin(
+                    self.spans
+                        .job_ended(&self.store, job, plan, &transition.status),
+                )
                 .await;
+            }
             match transition.status.as_str() {
                 "succeeded" => self.event(job, EventKind::JobSucceeded { usage }).await,
                 _ => {
@@ -546,10 +580,15 @@ impl Engine {
         msg_id: &str,
     ) -> Result<jetstream::publish::PublishAck, async_nats::Error> {
         let subject = subject::tasks(step.agent());
-        let traceparent = self
-            .spans
-            .task_header(&self.store, job, step.id.as_str(), attempt)
-            .await;
+        let traceparent = if self.spans.enabled() {
+            Box::pin(
+                self.spans
+                    .task_header(&self.store, job, step.id.as_str(), attempt),
+            )
+            .await
+        } else {
+            None
+        };
         let publish = || async {
             let mut message = PublishMessage::build()
                 .payload(payload.clone())

@@ -52,6 +52,11 @@ impl Spans {
         })
     }
 
+    /// Whether spans are exported (an OTLP endpoint is set).
+    pub(crate) fn enabled(&self) -> bool {
+        self.sink.is_some()
+    }
+
     /// A job was created (by this replica): remember its trace.
     pub(crate) fn created(&self, job: Uuid, submitter: Option<&TraceParent>) {
         if self.sink.is_some() {

@@ -114,20 +114,31 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// What a task reports through: shared by the clones of one task.
+/// What a task reports through: shared by the clones of one task (one allocation per task).
 #[derive(Clone, Default)]
-pub(crate) struct Reporter {
-    client: Option<async_nats::Client>,
-    usage: Arc<Mutex<Option<Usage>>>,
-    seq: Arc<AtomicU64>,
+pub(crate) struct Reporter(Arc<Reports>);
+
+#[derive(Default)]
+pub(crate) struct Reports {
+    client: Option<Arc<async_nats::Client>>,
+    usage: Mutex<Option<Usage>>,
+    seq: AtomicU64,
+}
+
+impl std::ops::Deref for Reporter {
+    type Target = Reports;
+
+    fn deref(&self) -> &Reports {
+        &self.0
+    }
 }
 
 impl Reporter {
-    pub(crate) fn connected(client: async_nats::Client) -> Self {
-        Self {
+    pub(crate) fn connected(client: Arc<async_nats::Client>) -> Self {
+        Self(Arc::new(Reports {
             client: Some(client),
-            ..Self::default()
-        }
+            ..Reports::default()
+        }))
     }
 
     pub(crate) fn take_usage(&self) -> Option<Usage> {

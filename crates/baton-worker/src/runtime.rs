@@ -103,7 +103,9 @@ struct Shared<A> {
     options: WorkerOptions,
     agent: Arc<A>,
     js: jetstream::Context,
-    client: async_nats::Client,
+    /// The connection tasks publish progress on, shared by pointer (cloning a client copies
+    /// several handles).
+    reporting: Arc<async_nats::Client>,
     /// Fired when the drain timeout passes: tasks still running hand their message back.
     hard_stop: CancellationToken,
     metrics: WorkerMetrics,
@@ -141,7 +143,7 @@ impl<A: Agent> Worker<A> {
             options: self.options.clone(),
             agent: self.agent,
             js,
-            client: client.clone(),
+            reporting: Arc::new(client.clone()),
             hard_stop: CancellationToken::new(),
             metrics: WorkerMetrics::new(self.options.agent.as_str()),
         });
@@ -252,7 +254,7 @@ impl<A: Agent> Shared<A> {
             agent: wire.agent,
             input: wire.input,
             deadline_ms: wire.deadline_ms,
-            reporter: Reporter::connected(self.client.clone()),
+            reporter: Reporter::connected(self.reporting.clone()),
         };
         let remaining = task.remaining();
         if remaining.is_zero() {
