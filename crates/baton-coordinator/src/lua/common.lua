@@ -38,6 +38,21 @@ local function touch(finished)
   expire(finished)
 end
 
+-- HSETs a flat field, value, field, value… list in as few calls as Lua allows (unpack takes
+-- about 8000 values; 4000 keeps pairs together).
+local function hset_all(list)
+  for i = 1, #list, 4000 do
+    redis.call('HSET', job, unpack(list, i, math.min(i + 3999, #list)))
+  end
+end
+
+-- Appends values to a list.
+local function push(list, ...)
+  for i = 1, select('#', ...) do
+    list[#list + 1] = select(i, ...)
+  end
+end
+
 -- Reads "n, then n step specs": id, deadline of an attempt starting now (unix ms, computed by
 -- the caller), number of needs, the needs.
 local function read_steps()
@@ -122,13 +137,15 @@ local function succeed(step, output, dependents, sinks, status)
   redis.call('HDEL', job, f('d', step), f('i', step))
   local left = redis.call('HINCRBY', job, 'left', '-1')
   local items = {}
+  -- Fields of the dependents that start and of the job's end, written in one go.
+  local writes = {}
   for _, dep in ipairs(dependents) do
     -- Each need succeeds once (results are fenced), so the count reaches 0 exactly once:
     -- when the last need succeeds, with the dependent still waiting.
     local waiting = redis.call('HINCRBY', job, f('w', dep.id), '-1')
     if waiting == 0 then
-      redis.call('HSET', job, f('s', dep.id), 'running', f('a', dep.id), '1',
-        f('d', dep.id), dep.deadline, f('t', dep.id), now_s, f('ta', dep.id), now_s)
+      push(writes, f('s', dep.id), 'running', f('a', dep.id), '1', f('d', dep.id), dep.deadline,
+        f('t', dep.id), now_s, f('ta', dep.id), now_s)
       items[#items + 1] = dispatch_item(dep.id, '1', dep.needs)
     end
   end
@@ -145,8 +162,9 @@ local function succeed(step, output, dependents, sinks, status)
       output = '{' .. table.concat(parts, ',') .. '}'
     end
     status = 'succeeded'
-    redis.call('HSET', job, 'status', status, 'output', output)
+    push(writes, 'status', status, 'output', output)
   end
+  hset_all(writes)
   return status, items
 end
 

@@ -17,19 +17,21 @@ end
 if redis.call('EXISTS', job) == 1 then
   return reply('exists', get('status'))
 end
-redis.call('HSET', job, 'status', 'running', 'plan', plan, 'input', input, 'created', now_s,
-  'updated', now_s, 'left', #steps - reused_count, 'escalated', 0)
+-- Every field of the new job, written in one go.
+local fields = {}
+push(fields, 'status', 'running', 'plan', plan, 'input', input, 'created', now_s, 'updated', now_s,
+  'left', tostring(#steps - reused_count), 'escalated', '0')
 if idem ~= '' then
-  redis.call('HSET', job, 'idem', idem)
+  push(fields, 'idem', idem)
 end
 if tp ~= '' then
-  redis.call('HSET', job, 'tp', tp)
+  push(fields, 'tp', tp)
 end
 for id, output in pairs(reused) do
-  redis.call('HSET', job, f('s', id), 'succeeded', f('o', id), output, f('a', id), '0',
-    f('b', id), '0', f('w', id), '0')
+  push(fields, f('s', id), 'succeeded', f('o', id), output, f('a', id), '0', f('b', id), '0',
+    f('w', id), '0')
 end
-local items = {}
+local starting = {}
 for _, step in ipairs(steps) do
   if not reused[step.id] then
     local waiting = 0
@@ -39,15 +41,20 @@ for _, step in ipairs(steps) do
       end
     end
     if waiting == 0 then
-      redis.call('HSET', job, f('s', step.id), 'running', f('a', step.id), '1', f('b', step.id), '0',
+      push(fields, f('s', step.id), 'running', f('a', step.id), '1', f('b', step.id), '0',
         f('w', step.id), '0', f('d', step.id), step.deadline, f('t', step.id), now_s,
         f('ta', step.id), now_s)
-      items[#items + 1] = dispatch_item(step.id, '1', step.needs)
+      starting[#starting + 1] = step
     else
-      redis.call('HSET', job, f('s', step.id), 'waiting', f('a', step.id), '0', f('b', step.id), '0',
-        f('w', step.id), waiting)
+      push(fields, f('s', step.id), 'waiting', f('a', step.id), '0', f('b', step.id), '0',
+        f('w', step.id), tostring(waiting))
     end
   end
 end
-touch(false)
+hset_all(fields)
+local items = {}
+for _, step in ipairs(starting) do
+  items[#items + 1] = dispatch_item(step.id, '1', step.needs)
+end
+expire(false)
 return reply('created', 'running', '', items)
