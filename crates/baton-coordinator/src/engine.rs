@@ -849,11 +849,12 @@ pub(crate) struct InputDigest {
 impl InputDigest {
     pub(crate) fn of(input: &str) -> Self {
         use sha2::Digest;
+        const HEX: &[u8; 16] = b"0123456789abcdef";
         let hash = sha2::Sha256::digest(input.as_bytes());
         let mut sha256 = String::with_capacity(64);
         for byte in hash {
-            use std::fmt::Write;
-            let _ = write!(sha256, "{byte:02x}");
+            sha256.push(char::from(HEX[usize::from(byte >> 4)]));
+            sha256.push(char::from(HEX[usize::from(byte & 0xf)]));
         }
         Self {
             bytes: input.len() as u64,
@@ -951,4 +952,19 @@ pub(crate) fn encode_reply<T: serde::Serialize>(encoding: Encoding, value: &T) -
                 b"{\"error\":{\"code\":\"internal\",\"message\":\"reply encoding failed\"}}",
             )
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::InputDigest;
+
+    #[test]
+    fn input_digest_is_the_lowercase_hex_sha256() {
+        let digest = InputDigest::of("abc");
+        assert_eq!(digest.bytes, 3);
+        assert_eq!(
+            digest.sha256,
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
 }
