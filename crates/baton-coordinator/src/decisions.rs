@@ -67,15 +67,16 @@ impl Expiries {
         }
     }
 
-    /// Whether an append to `job`'s log must also give it a TTL; notes that it will.
-    fn needed(&mut self, job: Uuid, now: u64) -> bool {
-        if let Some(&at) = self.set.get(&job)
-            && now.saturating_sub(at) < self.fresh_ms
-        {
-            return false;
-        }
+    /// Whether an append to `job`'s log must also give it a TTL.
+    fn needed(&self, job: Uuid, now: u64) -> bool {
+        self.set
+            .get(&job)
+            .is_none_or(|&at| now.saturating_sub(at) >= self.fresh_ms)
+    }
+
+    /// Notes a TTL given at `now`, once the write that gave it succeeded.
+    fn given(&mut self, job: Uuid, now: u64) {
         self.set.insert(job, now);
-        true
     }
 }
 
@@ -144,7 +145,14 @@ async fn flush(store: &Store, batch: &mut Vec<Entry>, expiries: &mut Expiries) {
                 .with_max_times(8),
         )
         .await;
-    if let Err(error) = written {
-        tracing::warn!(error = %error, jobs = groups.len(), "Decision-log entries not written");
+    match written {
+        Ok(()) => {
+            for group in groups.iter().filter(|group| group.expire) {
+                expiries.given(group.job, now);
+            }
+        }
+        Err(error) => {
+            tracing::warn!(error = %error, jobs = groups.len(), "Decision-log entries not written")
+        }
     }
 }

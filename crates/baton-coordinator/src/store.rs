@@ -236,14 +236,6 @@ impl Store {
         })
     }
 
-    /// Runs a job script after scheduling `timers`, in one round trip. The timers go first:
-    /// if the process dies between the two, a timer exists for a transition that never
-    /// happened (it fires, finds nothing due, and is dropped) — never the other way round.
-    ///
-    /// `settled` is a timer made moot by this transition (the timeout of an attempt whose
-    /// result is being recorded); it is removed in the same round trip, after the script.
-    /// Removing it even if the script fails is safe: the result being recorded is still in
-    /// its work queue and is redelivered until it is recorded.
     /// The `EVALSHA` of a job script with the prelude's arguments; callers add their own.
     /// Arguments are written straight into the command's buffer, once.
     fn script_call(&self, script: &Script, job: Uuid, now: u64) -> redis::Cmd {
@@ -257,8 +249,15 @@ impl Store {
         cmd
     }
 
-    /// Runs a job script (built by `script_call`) in one round trip with the timers it
-    /// schedules and the one it settles.
+    /// Runs a job script (built by `script_call`) after scheduling `timers`, in one round
+    /// trip. The timers go first: if the process dies between the two, a timer exists for a
+    /// transition that never happened (it fires, finds nothing due, and is dropped) — never
+    /// the other way round.
+    ///
+    /// `settled` is a timer made moot by this transition (the timeout of an attempt whose
+    /// result is being recorded); it is removed in the same round trip, after the script.
+    /// Removing it even if the script fails is safe: the result being recorded is still in
+    /// its work queue and is redelivered until it is recorded.
     async fn transition(
         &self,
         script: &Script,
@@ -298,8 +297,7 @@ impl Store {
     /// Appends decision-log entries, one batch per job (entries newline-terminated, in
     /// order), in one round trip. `ended` says a batch holds the job's end: the log then takes
     /// the retention; otherwise, with `expire`, it gets the running TTL if it has none yet.
-    /// Logs that outgrew
-    /// `max_log_bytes` are trimmed after.
+    /// Logs that outgrew `max_log_bytes` are trimmed after.
     pub(crate) async fn append_log(&self, batches: &[LogBatch]) -> Result<(), Error> {
         let mut pipe = redis::pipe();
         for batch in batches {
