@@ -154,20 +154,7 @@ pub(crate) async fn on_result(engine: Arc<Engine>, message: jetstream::Message) 
     // without being built into a value and written out again.
     let decoded =
         baton_nats::encoding_of(message.headers.as_ref()).and_then(|encoding| match encoding {
-            Encoding::Json => encoding
-                .decode::<TaskResult<Box<RawValue>>>(&message.payload, max)
-                .and_then(|result| {
-                    // Decoding into a value would have met the decoder's depth limit; raw
-                    // text does not, so the same message is refused here.
-                    match &result.output {
-                        Some(output) => {
-                            codec::check_depth_raw(output.get(), codec::MAX_DECODE_DEPTH - 1)
-                                .map_err(|_| codec::Error::TooDeep(codec::MAX_DECODE_DEPTH))
-                        }
-                        None => Ok(()),
-                    }
-                    .map(|()| result)
-                }),
+            Encoding::Json => encoding.decode::<TaskResult<Box<RawValue>>>(&message.payload, max),
             Encoding::MsgPack => encoding
                 .decode::<TaskResult>(&message.payload, max)
                 .and_then(raw_output),
@@ -178,6 +165,16 @@ pub(crate) async fn on_result(engine: Arc<Engine>, message: jetstream::Message) 
             return dead_letter(&engine, &message, subject::DLQ_RESULTS, &error.to_string()).await;
         }
     };
+    let depth = result
+        .output
+        .as_ref()
+        .map_or(0, |output| codec::raw_depth(output.get()));
+    if depth >= codec::MAX_DECODE_DEPTH {
+        // Decoding into a value would have met the decoder's depth limit; raw text does not,
+        // so the same message is refused here.
+        let error = codec::Error::TooDeep(codec::MAX_DECODE_DEPTH);
+        return dead_letter(&engine, &message, subject::DLQ_RESULTS, &error.to_string()).await;
+    }
     let Some(agent) = agent_of_subject(&message.subject) else {
         return dead_letter(
             &engine,
@@ -221,14 +218,17 @@ pub(crate) async fn on_result(engine: Arc<Engine>, message: jetstream::Message) 
     };
     let outcome = match (result.output, result.error) {
         (Some(output), None) => {
-            let checked = codec::check_depth_raw(output.get(), limits.max_depth)
-                .map_err(|error| error.to_string())
-                .and_then(|()| match &step.output_schema {
-                    Some(schema) => serde_json::from_str(output.get())
-                        .map_err(|error| error.to_string())
-                        .and_then(|value| schema.check(&value)),
-                    None => Ok(()),
-                });
+            let checked = if depth > limits.max_depth {
+                Err(codec::Error::TooDeep(limits.max_depth).to_string())
+            } else {
+                Ok(())
+            }
+            .and_then(|()| match &step.output_schema {
+                Some(schema) => serde_json::from_str(output.get())
+                    .map_err(|error| error.to_string())
+                    .and_then(|value| schema.check(&value)),
+                None => Ok(()),
+            });
             match checked {
                 Ok(()) => Ok(String::from(Box::<str>::from(output))),
                 Err(message) => Err(invalid(message)),
