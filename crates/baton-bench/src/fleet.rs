@@ -117,6 +117,14 @@ impl Fleet {
         procs
     }
 
+    /// nats-server and redis-server.
+    pub(crate) fn server_procs(&self) -> Vec<Proc> {
+        self.procs()
+            .into_iter()
+            .filter(|p| p.name.ends_with("-server"))
+            .collect()
+    }
+
     pub(crate) fn coordinator_procs(&self) -> Vec<Proc> {
         self.procs()
             .into_iter()

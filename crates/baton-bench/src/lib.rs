@@ -174,29 +174,28 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
     let procs = fleet.procs();
     let mut baton_rates = Vec::new();
     let mut ceiling_rates = Vec::new();
+    // The ceiling's coordinator and worker loops run in this process: its CPU is theirs.
+    let mut ceiling_procs = fleet.server_procs();
+    ceiling_procs.push(Proc {
+        name: "ceiling's loops (the bench process)".into(),
+        pid: std::process::id(),
+    });
+    let steps = (options.throughput_jobs * 5) as f64;
+    let per_1000 = |delta: Vec<(String, f64)>| -> Vec<(String, f64)> {
+        delta
+            .into_iter()
+            .map(|(name, seconds)| (name, seconds * 1000.0 / steps))
+            .collect()
+    };
     let mut cpu_per_1000: Vec<(String, f64)> = Vec::new();
     let mut ceiling_cpu_per_1000: Vec<(String, f64)> = Vec::new();
     for run in 0..options.runs {
         let before = procs::cpu_snapshot(&procs);
         baton_rates.push(throughput(&tracker, options.throughput_jobs, options.window).await?);
-        let steps = (options.throughput_jobs * 5) as f64;
         let delta = procs::cpu_delta(&procs, &before);
         if run == 0 {
-            cpu_per_1000 = delta
-                .into_iter()
-                .map(|(n, s)| (n, s * 1000.0 / steps))
-                .collect();
+            cpu_per_1000 = per_1000(delta);
         }
-        // The ceiling's coordinator and worker loops run in this process: its CPU is theirs.
-        let mut ceiling_procs: Vec<Proc> = procs
-            .iter()
-            .filter(|p| !p.name.starts_with("coordinator") && !p.name.starts_with("worker"))
-            .cloned()
-            .collect();
-        ceiling_procs.push(Proc {
-            name: "ceiling's loops (the bench process)".into(),
-            pid: std::process::id(),
-        });
         let (rate, cpu) = ceiling::run(
             &fleet.nats.url(),
             &fleet.redis.url(),
@@ -208,10 +207,7 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
         .await?;
         ceiling_rates.push(rate);
         if run == 0 {
-            ceiling_cpu_per_1000 = cpu
-                .into_iter()
-                .map(|(n, s)| (n, s * 1000.0 / steps))
-                .collect();
+            ceiling_cpu_per_1000 = per_1000(cpu);
         }
     }
     let baton_rate = median(&mut baton_rates);
