@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream;
 use baton_harness::{NatsServer, RedisOptions};
 use baton_nats::{NatsOptions, Secret};
-use baton_protocol::messages::JobStatus;
+use baton_protocol::messages::{EventKind, JobStatus};
 use baton_protocol::{AgentName, subject};
 use baton_tests::{Fleet, binary_path, plan};
 use futures::StreamExt;
@@ -36,6 +36,15 @@ async fn run_job(fleet: &Fleet, agent: &str) {
         .submit(plan(&[("a", agent, &[]), ("b", agent, &["a"])]), json!({}))
         .await;
     fleet.wait_for(job, JobStatus::Succeeded, JOB_TIMEOUT).await;
+    // The decision log is written too: its commands are in the ACL user's set.
+    let trace = fleet.trace(job).await;
+    assert!(
+        trace
+            .decisions
+            .iter()
+            .any(|e| matches!(e.kind, EventKind::JobSucceeded { .. })),
+        "{trace:#?}"
+    );
 }
 
 /// Keeps the coordinator's name, takes everything else from `nats`.
@@ -58,8 +67,8 @@ fn redis_acl(password: &str) -> String {
     format!(
         "user default on nopass -@all +ping +config|get\n\
          user baton on >{password} ~baton:* resetchannels -@all +ping +get +set +exists \
-         +pexpire +pttl +hget +hset +hdel +hincrby +hgetall +hmget +zadd +zrem +zrange \
-         +zrangebyscore +zscore +eval +evalsha +script|load\n"
+         +append +strlen +getrange +pexpire +pttl +hget +hset +hdel +hincrby +hgetall \
+         +hmget +zadd +zrem +zrange +zrangebyscore +zscore +eval +evalsha +script|load\n"
     )
 }
 
