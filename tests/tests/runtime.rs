@@ -101,3 +101,33 @@ async fn job_state_has_a_running_ttl_then_the_retention_ttl() {
     let ttl = fleet.job_ttl_ms(job).await;
     assert!((50_000..=60_000).contains(&ttl), "retention TTL {ttl}");
 }
+
+/// A running job's TTL is set again once half of it has run, so a job that runs for longer
+/// than its running TTL keeps its state as long as its transitions come in time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_outlives_its_running_ttl_while_it_makes_progress() {
+    let mut fleet = Fleet::start().await;
+    let mut options = fleet.coordinator_options.clone();
+    options.running_ttl_secs = 2;
+    options.retention_secs = 60;
+    fleet.spawn_coordinator_with(options);
+    fleet.wait_ready().await;
+    fleet.spawn_sim("slow");
+    let steps: Vec<_> = (0..5)
+        .map(|i| match i {
+            0 => json!({"id": "s0", "agent": "slow"}),
+            _ => json!({"id": format!("s{i}"), "agent": "slow", "needs": [format!("s{}", i - 1)]}),
+        })
+        .collect();
+    let started = std::time::Instant::now();
+    let job = fleet
+        .submit(json!({"steps": steps}), json!({"sim": {"sleep_ms": 700}}))
+        .await;
+    fleet
+        .wait_for(job, JobStatus::Succeeded, Duration::from_secs(30))
+        .await;
+    // Five steps of 700 ms: the job ran for well over its 2 s running TTL.
+    assert!(started.elapsed() > Duration::from_millis(3000));
+    let ttl = fleet.job_ttl_ms(job).await;
+    assert!((50_000..=60_000).contains(&ttl), "retention TTL {ttl}");
+}

@@ -67,7 +67,7 @@ fn redis_acl(password: &str) -> String {
     format!(
         "user default on nopass -@all +ping +config|get\n\
          user baton on >{password} ~baton:* resetchannels -@all +ping +get +set +exists \
-         +append +strlen +getrange +pexpire +pttl +hget +hset +hdel +hincrby +hgetall \
+         +append +strlen +getrange +pexpire +pttl +hget +hset +hsetnx +hdel +hincrby +hgetall \
          +hmget +zadd +zrem +zrange +zrangebyscore +zscore +eval +evalsha +script|load\n"
     )
 }

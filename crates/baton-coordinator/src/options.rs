@@ -33,7 +33,8 @@ pub struct Options {
     pub redis_tls_key: Option<PathBuf>,
     /// Bounds on plans and payloads.
     pub limits: Limits,
-    /// TTL of a running job's state, refreshed on every transition.
+    /// TTL of a running job's state. A transition sets it again once half of it has run, so
+    /// a job keeps its state while it makes progress at least that often.
     pub running_ttl_secs: u64,
     /// How long a finished job's state is kept.
     pub retention_secs: u64,

@@ -11,14 +11,15 @@
 //! | `status` | job status (`running`, `succeeded`, …) |
 //! | `plan`, `input` | the plan (normalised JSON) and the job input |
 //! | `created`, `updated` | unix milliseconds |
+//! | `x` | when the running TTL was last set (unix ms); set again once half of it has run |
 //! | `left` | steps not yet succeeded |
 //! | `escalated` | open escalations |
 //! | `idem` | the Redis key of the job's idempotency mapping, if any |
 //! | `output`, `error` | the job's output or failure reason, once it ends |
 //! | `s.<step>` | step status: `waiting`, `running`, `retrying`, `succeeded`, `escalated`, `failed`, `cancelled` |
-//! | `a.<step>` | current attempt (1-based; 0 before the first dispatch) |
-//! | `b.<step>` | attempts already spent before the current retry budget (raised by a human retry) |
-//! | `w.<step>` | needs not yet succeeded |
+//! | `a.<step>` | current attempt (1-based; absent or 0 before the first dispatch) |
+//! | `b.<step>` | attempts already spent before the current retry budget (raised by a human retry; absent: 0) |
+//! | `w.<step>` | needs not yet succeeded (absent: 0) |
 //! | `d.<step>` | due time: attempt deadline while running, retry time while retrying |
 //! | `o.<step>` | output (JSON) |
 //! | `e.<step>` | last error (JSON `{"message","class","retryable"}`) |

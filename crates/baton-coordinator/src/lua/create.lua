@@ -14,12 +14,14 @@ for _ = 1, reused_count do
   local id = arg()
   reused[id] = arg()
 end
-if redis.call('EXISTS', job) == 1 then
+-- Claims the job with its status: an existing job is left alone.
+if redis.call('HSETNX', job, 'status', 'running') == 0 then
   return reply('exists', get('status'))
 end
--- Every field of the new job, written in one go.
+-- Every other field of the new job, written in one go. A field left out reads as its
+-- default: attempt 0, no budget raise (`b`), waiting count 0.
 local fields = {}
-push(fields, 'status', 'running', 'plan', plan, 'input', input, 'created', now_s, 'updated', now_s,
+push(fields, 'plan', plan, 'input', input, 'created', now_s, 'updated', now_s, 'x', now_s,
   'left', tostring(#steps - reused_count), 'escalated', '0')
 if idem ~= '' then
   push(fields, 'idem', idem)
@@ -28,10 +30,12 @@ if tp ~= '' then
   push(fields, 'tp', tp)
 end
 for id, output in pairs(reused) do
-  push(fields, f('s', id), 'succeeded', f('o', id), output, f('a', id), '0', f('b', id), '0',
-    f('w', id), '0')
+  push(fields, f('s', id), 'succeeded', f('o', id), output)
 end
-local starting = {}
+-- The steps that start now get their inputs from what is in hand: the job input and the
+-- reused outputs.
+job_input = input
+local items = {}
 for _, step in ipairs(steps) do
   if not reused[step.id] then
     local waiting = 0
@@ -41,20 +45,18 @@ for _, step in ipairs(steps) do
       end
     end
     if waiting == 0 then
-      push(fields, f('s', step.id), 'running', f('a', step.id), '1', f('b', step.id), '0',
-        f('w', step.id), '0', f('d', step.id), step.deadline, f('t', step.id), now_s,
-        f('ta', step.id), now_s)
-      starting[#starting + 1] = step
+      push(fields, f('s', step.id), 'running', f('a', step.id), '1', f('d', step.id),
+        step.deadline, f('t', step.id), now_s, f('ta', step.id), now_s)
+      local item = { step.id, '1', '' }
+      for _, need in ipairs(step.needs) do
+        item[#item + 1] = reused[need]
+      end
+      items[#items + 1] = item
     else
-      push(fields, f('s', step.id), 'waiting', f('a', step.id), '0', f('b', step.id), '0',
-        f('w', step.id), tostring(waiting))
+      push(fields, f('s', step.id), 'waiting', f('w', step.id), tostring(waiting))
     end
   end
 end
 hset_all(fields)
-local items = {}
-for _, step in ipairs(starting) do
-  items[#items + 1] = dispatch_item(step.id, '1', step.needs)
-end
 expire(false)
 return reply('created', 'running', '', items)

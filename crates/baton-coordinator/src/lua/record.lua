@@ -18,8 +18,20 @@ local usage_out = tonumber(arg())
 local usage_cost = tonumber(arg())
 local model = arg()
 
-local fields = redis.call('HMGET', job, 'status', f('s', step), f('a', step), f('d', step),
-  f('ta', step), f('t', step))
+-- One read for the checks and, for a success, what `succeed` needs.
+local ok = kind == 'ok'
+local dependents, sinks
+local read = { 'status', f('s', step), f('a', step), f('d', step), f('ta', step), f('t', step) }
+if ok then
+  dependents = read_steps()
+  sinks = read_list()
+  read[7] = 'left'
+  read[8] = 'x'
+  for i, dep in ipairs(dependents) do
+    read[8 + i] = f('w', dep.id)
+  end
+end
+local fields = redis.call('HMGET', job, unpack(read))
 local status = fields[1]
 if not status then
   return reply('missing', '')
@@ -51,12 +63,10 @@ if usage_in > 0 or usage_out > 0 or usage_cost > 0 or model ~= '' then
   redis.call('HINCRBY', job, 'uc', usage_cost)
 end
 
-if kind == 'ok' then
-  local dependents = read_steps()
-  local sinks = read_list()
-  local new_status, items = succeed(step, payload, dependents, sinks, status)
-  expire(ended(new_status))
-  return reply('succeeded', new_status, '', items, started, true)
+if ok then
+  local new_status, items, finish = succeed(step, payload, dependents, sinks, status,
+    { unpack(fields, 7, 8 + #dependents) })
+  return reply('succeeded', new_status, '', items, started, finish)
 end
 
 redis.call('HSET', job, f('e', step), payload)

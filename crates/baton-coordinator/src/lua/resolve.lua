@@ -28,9 +28,8 @@ end
 redis.call('HSET', job, 'status', next_status)
 
 if action == 'output' then
-  local new_status, items = succeed(step, payload, dependents, sinks, next_status)
-  expire(ended(new_status))
-  return reply('resolved', new_status, '', items, nil, true)
+  local new_status, items, finish = succeed(step, payload, dependents, sinks, next_status)
+  return reply('resolved', new_status, '', items, nil, finish)
 elseif action == 'retry' then
   -- A fresh retry budget: attempts already spent become the base.
   local attempt = tonumber(get(f('a', step)) or '0')
