@@ -48,7 +48,9 @@ where
         let Ok(permit) = limit.clone().acquire_owned().await else {
             break;
         };
-        let work = handler(engine.clone(), message);
+        // Boxed: the handler's future is kilobytes, and a task's future is copied when it is
+        // spawned and again when it finishes; a box moves as a pointer.
+        let work = Box::pin(handler(engine.clone(), message));
         tasks.spawn(async move {
             work.await;
             drop(permit);
@@ -131,7 +133,8 @@ pub(crate) async fn consume<F, Fut>(
             match message {
                 Some(Ok(message)) => {
                     let engine = engine.clone();
-                    let work = handler(engine, message);
+                    // Boxed, as above.
+                    let work = Box::pin(handler(engine, message));
                     tasks.spawn(async move {
                         work.await;
                         drop(permit);

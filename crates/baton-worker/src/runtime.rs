@@ -182,8 +182,11 @@ impl<A: Agent> Worker<A> {
                 match message {
                     Some(Ok(message)) => {
                         let shared = shared.clone();
+                        // Boxed: handling a task is a future of kilobytes, and a task's
+                        // future is copied when it is spawned and when it finishes.
+                        let work = Box::pin(async move { shared.handle(message).await });
                         tasks.spawn(async move {
-                            shared.handle(message).await;
+                            work.await;
                             drop(permit);
                         });
                     }
