@@ -1,8 +1,8 @@
 //! `baton bench`: measures, in one run on servers it starts itself, Baton's per-step
 //! orchestration overhead, its throughput next to the bare async-nats + Redis ceiling, CPU
-//! per 1000 steps of every process, Redis memory per job, coordinator RSS over many steps,
-//! and throughput with 1, 2 and 4 workers. Prints a table; `--quick` is the CI variant that
-//! checks the benchmark works, not its figures.
+//! per 1000 steps of every process, Redis commands per step, Redis memory per job,
+//! coordinator RSS over many steps, and throughput with 1, 2 and 4 workers. Prints a table;
+//! `--quick` is the CI variant that checks the benchmark works, not its figures.
 
 mod ceiling;
 mod fleet;
@@ -139,6 +139,25 @@ async fn redis_memory(url: &str) -> anyhow::Result<i64> {
         .context("no used_memory in INFO")
 }
 
+/// Commands redis-server has run so far, those inside scripts included (`INFO commandstats`).
+async fn redis_calls(url: &str) -> anyhow::Result<u64> {
+    let mut conn = redis::Client::open(url)?
+        .get_multiplexed_async_connection()
+        .await?;
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut conn)
+        .await?;
+    Ok(info
+        .lines()
+        .filter(|line| line.starts_with("cmdstat_"))
+        .filter_map(|line| {
+            let calls = line.split_once("calls=")?.1;
+            calls.split(',').next()?.parse::<u64>().ok()
+        })
+        .sum())
+}
+
 /// Runs the benchmark and prints its table.
 pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
     let nproc = std::thread::available_parallelism()
@@ -189,12 +208,18 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
     };
     let mut cpu_per_1000: Vec<(String, f64)> = Vec::new();
     let mut ceiling_cpu_per_1000: Vec<(String, f64)> = Vec::new();
+    // Redis commands per step: a count, so unlike CPU time it does not drift with the host.
+    let redis_url = fleet.redis.url();
+    let (mut baton_calls, mut ceiling_calls) = (0.0, 0.0);
     for run in 0..options.runs {
+        let calls_before = redis_calls(&redis_url).await?;
         let before = procs::cpu_snapshot(&procs);
         baton_rates.push(throughput(&tracker, options.throughput_jobs, options.window).await?);
         let delta = procs::cpu_delta(&procs, &before);
+        let calls_between = redis_calls(&redis_url).await?;
         if run == 0 {
             cpu_per_1000 = per_1000(delta);
+            baton_calls = (calls_between - calls_before) as f64 / steps;
         }
         let (rate, cpu) = ceiling::run(
             &fleet.nats.url(),
@@ -208,6 +233,7 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
         ceiling_rates.push(rate);
         if run == 0 {
             ceiling_cpu_per_1000 = per_1000(cpu);
+            ceiling_calls = (redis_calls(&redis_url).await? - calls_between) as f64 / steps;
         }
     }
     let baton_rate = median(&mut baton_rates);
@@ -282,6 +308,9 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
     for (name, seconds) in &ceiling_cpu_per_1000 {
         println!("| ceiling CPU per 1000 steps: {name} | {seconds:.3} s |");
     }
+    println!(
+        "| Redis commands per step, inside scripts included: Baton / ceiling | {baton_calls:.1} / {ceiling_calls:.1} |"
+    );
     println!(
         "| Redis memory per job in flight | {:.0} bytes |",
         per_job_in_flight

@@ -285,6 +285,7 @@ fn bench_quick_runs_and_prints_its_table() {
         "bare ceiling",
         "Baton / ceiling",
         "CPU per 1000 steps: nats-server",
+        "Redis commands per step",
         "Redis memory per job",
         "coordinator RSS",
         "throughput with 4 worker",
