@@ -83,12 +83,7 @@ async fn sigterm_drains_a_worker_without_losing_its_task() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn job_state_has_a_running_ttl_then_the_retention_ttl() {
-    let mut fleet = Fleet::start().await;
-    let mut options = fleet.coordinator_options.clone();
-    options.running_ttl_secs = 3600;
-    options.retention_secs = 60;
-    fleet.spawn_coordinator_with(options);
-    fleet.wait_ready().await;
+    let mut fleet = fleet_with_ttls(3600, 60).await;
     let plan = json!({"steps": [{"id": "a", "agent": "later"}]});
     let job = fleet.submit(plan, json!({})).await;
     // No worker for `later` yet: the job is running and its state lives for the running TTL.
@@ -106,12 +101,7 @@ async fn job_state_has_a_running_ttl_then_the_retention_ttl() {
 /// than its running TTL keeps its state as long as its transitions come in time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_outlives_its_running_ttl_while_it_makes_progress() {
-    let mut fleet = Fleet::start().await;
-    let mut options = fleet.coordinator_options.clone();
-    options.running_ttl_secs = 2;
-    options.retention_secs = 60;
-    fleet.spawn_coordinator_with(options);
-    fleet.wait_ready().await;
+    let mut fleet = fleet_with_ttls(2, 60).await;
     fleet.spawn_sim("slow");
     let steps: Vec<_> = (0..5)
         .map(|i| match i {
@@ -130,4 +120,16 @@ async fn a_job_outlives_its_running_ttl_while_it_makes_progress() {
     assert!(started.elapsed() > Duration::from_millis(3000));
     let ttl = fleet.job_ttl_ms(job).await;
     assert!((50_000..=60_000).contains(&ttl), "retention TTL {ttl}");
+}
+
+/// A fleet whose coordinator keeps running jobs' state for `running_secs` and finished jobs'
+/// for `retention_secs`.
+async fn fleet_with_ttls(running_secs: u64, retention_secs: u64) -> Fleet {
+    let mut fleet = Fleet::start().await;
+    let mut options = fleet.coordinator_options.clone();
+    options.running_ttl_secs = running_secs;
+    options.retention_secs = retention_secs;
+    fleet.spawn_coordinator_with(options);
+    fleet.wait_ready().await;
+    fleet
 }

@@ -125,15 +125,21 @@ async fn throughput(tracker: &Tracker, jobs: u64, window: usize) -> anyhow::Resu
     Ok((jobs * 5) as f64 / started.elapsed().as_secs_f64())
 }
 
-async fn redis_memory(url: &str) -> anyhow::Result<i64> {
+/// One section of redis-server's `INFO`.
+async fn redis_info(url: &str, section: &str) -> anyhow::Result<String> {
     let mut conn = redis::Client::open(url)?
         .get_multiplexed_async_connection()
         .await?;
-    let info: String = redis::cmd("INFO")
-        .arg("memory")
+    Ok(redis::cmd("INFO")
+        .arg(section)
         .query_async(&mut conn)
-        .await?;
-    info.lines()
+        .await?)
+}
+
+async fn redis_memory(url: &str) -> anyhow::Result<i64> {
+    redis_info(url, "memory")
+        .await?
+        .lines()
         .find_map(|line| line.strip_prefix("used_memory:"))
         .and_then(|v| v.trim().parse().ok())
         .context("no used_memory in INFO")
@@ -141,13 +147,7 @@ async fn redis_memory(url: &str) -> anyhow::Result<i64> {
 
 /// Commands redis-server has run so far, those inside scripts included (`INFO commandstats`).
 async fn redis_calls(url: &str) -> anyhow::Result<u64> {
-    let mut conn = redis::Client::open(url)?
-        .get_multiplexed_async_connection()
-        .await?;
-    let info: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query_async(&mut conn)
-        .await?;
+    let info = redis_info(url, "commandstats").await?;
     Ok(info
         .lines()
         .filter(|line| line.starts_with("cmdstat_"))
