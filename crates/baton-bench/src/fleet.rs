@@ -7,13 +7,15 @@ use std::process::Child;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use baton_harness::{NatsServer, RedisServer};
+use baton_harness::{NatsOptions, NatsServer, RedisServer};
 use baton_protocol::subject;
 
 use crate::procs::Proc;
 
 pub(crate) struct Fleet {
     pub(crate) nats: NatsServer,
+    /// nats-server's monitoring endpoint (`/varz` counts messages).
+    pub(crate) nats_monitor: String,
     pub(crate) redis: RedisServer,
     coordinators: Vec<Child>,
     workers: Vec<Child>,
@@ -22,8 +24,14 @@ pub(crate) struct Fleet {
 
 impl Fleet {
     pub(crate) fn start(bin_dir: PathBuf) -> anyhow::Result<Self> {
+        let monitor = format!("127.0.0.1:{}", baton_harness::free_port()?);
+        let options = NatsOptions {
+            extra_config: format!("http: \"{monitor}\""),
+            ..NatsOptions::default()
+        };
         Ok(Self {
-            nats: NatsServer::start()?,
+            nats: NatsServer::start_with(options)?,
+            nats_monitor: format!("http://{monitor}"),
             redis: RedisServer::start()?,
             coordinators: Vec::new(),
             workers: Vec::new(),

@@ -1,8 +1,8 @@
 //! `baton bench`: measures, in one run on servers it starts itself, Baton's per-step
 //! orchestration overhead, its throughput next to the bare async-nats + Redis ceiling, CPU
-//! per 1000 steps of every process, Redis commands per step, Redis memory per job,
-//! coordinator RSS over many steps, and throughput with 1, 2 and 4 workers. Prints a table;
-//! `--quick` is the CI variant that checks the benchmark works, not its figures.
+//! per 1000 steps of every process, Redis commands and NATS messages per step, Redis memory
+//! per job, coordinator RSS over many steps, and throughput with 1, 2 and 4 workers. Prints
+//! a table; `--quick` is the CI variant that checks the benchmark works, not its figures.
 
 mod ceiling;
 mod fleet;
@@ -158,6 +158,22 @@ async fn redis_calls(url: &str) -> anyhow::Result<u64> {
         .sum())
 }
 
+/// Messages nats-server has received plus those it has sent so far (`/varz`).
+async fn nats_msgs(monitor: &str) -> anyhow::Result<u64> {
+    let url = format!("{monitor}/varz");
+    // reqwest comes without a crypto provider (the workspace's rustls uses ring), and wants
+    // one even for plain HTTP.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let body = tokio::task::spawn_blocking(move || {
+        reqwest::blocking::get(&url)?.error_for_status()?.bytes()
+    })
+    .await??;
+    let varz: serde_json::Value = serde_json::from_slice(&body)?;
+    let count = |name: &str| varz.get(name).and_then(serde_json::Value::as_u64);
+    Ok(count("in_msgs").context("no in_msgs in /varz")?
+        + count("out_msgs").context("no out_msgs in /varz")?)
+}
+
 /// Runs the benchmark and prints its table.
 pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
     let nproc = std::thread::available_parallelism()
@@ -211,15 +227,19 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
     // Redis commands per step: a count, so unlike CPU time it does not drift with the host.
     let redis_url = fleet.redis.url();
     let (mut baton_calls, mut ceiling_calls) = (0.0, 0.0);
+    let (mut baton_msgs, mut ceiling_msgs) = (0.0, 0.0);
     for run in 0..options.runs {
         let calls_before = redis_calls(&redis_url).await?;
+        let msgs_before = nats_msgs(&fleet.nats_monitor).await?;
         let before = procs::cpu_snapshot(&procs);
         baton_rates.push(throughput(&tracker, options.throughput_jobs, options.window).await?);
         let delta = procs::cpu_delta(&procs, &before);
         let calls_between = redis_calls(&redis_url).await?;
+        let msgs_between = nats_msgs(&fleet.nats_monitor).await?;
         if run == 0 {
             cpu_per_1000 = per_1000(delta);
             baton_calls = (calls_between - calls_before) as f64 / steps;
+            baton_msgs = (msgs_between - msgs_before) as f64 / steps;
         }
         let (rate, cpu) = ceiling::run(
             &fleet.nats.url(),
@@ -234,6 +254,7 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
         if run == 0 {
             ceiling_cpu_per_1000 = per_1000(cpu);
             ceiling_calls = (redis_calls(&redis_url).await? - calls_between) as f64 / steps;
+            ceiling_msgs = (nats_msgs(&fleet.nats_monitor).await? - msgs_between) as f64 / steps;
         }
     }
     let baton_rate = median(&mut baton_rates);
@@ -310,6 +331,9 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
     }
     println!(
         "| Redis commands per step, inside scripts included: Baton / ceiling | {baton_calls:.1} / {ceiling_calls:.1} |"
+    );
+    println!(
+        "| NATS messages per step, received + sent by nats-server: Baton / ceiling | {baton_msgs:.1} / {ceiling_msgs:.1} |"
     );
     println!(
         "| Redis memory per job in flight | {:.0} bytes |",

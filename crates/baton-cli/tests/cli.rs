@@ -286,6 +286,7 @@ fn bench_quick_runs_and_prints_its_table() {
         "Baton / ceiling",
         "CPU per 1000 steps: nats-server",
         "Redis commands per step",
+        "NATS messages per step",
         "Redis memory per job",
         "coordinator RSS",
         "throughput with 4 worker",
