@@ -352,7 +352,12 @@ impl Fleet {
 
     /// Starts recording every event on `baton.events.>`.
     pub async fn record_events(&self) -> EventLog {
-        let mut subscription = self.client.subscribe(subject::EVENTS_ALL).await.unwrap();
+        self.record(subject::EVENTS_ALL).await
+    }
+
+    /// Starts recording the events published on `subject` (a wildcard).
+    pub async fn record(&self, subject: &'static str) -> EventLog {
+        let mut subscription = self.client.subscribe(subject).await.unwrap();
         self.client.flush().await.unwrap();
         let log = EventLog::default();
         let events = log.events.clone();

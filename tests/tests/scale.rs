@@ -1,5 +1,6 @@
 //! Two coordinator replicas and three replicas of one agent type, each a separate process,
-//! share 200 jobs: every job succeeds and every step result is recorded exactly once.
+//! share 200 jobs: every job succeeds, every step result is recorded exactly once, and each
+//! job's end is published once on `baton.jobs.ended.<job>`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -20,6 +21,7 @@ async fn two_coordinators_and_three_workers_share_200_jobs() {
         fleet.spawn_process("baton-agent-sim", &["--type", "work"]);
     }
     let events = fleet.record_events().await;
+    let ends = fleet.record(baton_protocol::subject::ENDED_ALL).await;
     let plan = json!({"name": "scale", "steps": [
         {"id": "a", "agent": "work"},
         {"id": "b", "agent": "work", "needs": ["a"]},
@@ -58,4 +60,14 @@ async fn two_coordinators_and_three_workers_share_200_jobs() {
     );
     assert_eq!(finished.len(), 200);
     assert!(finished.values().all(|&n| n == 1));
+    // `baton.jobs.ended.>` carries each job's end once, and nothing else.
+    let ends = ends.all();
+    assert_eq!(ends.len(), 200, "{:?}", ends.first());
+    assert!(
+        ends.iter()
+            .all(|e| matches!(e.kind, EventKind::JobSucceeded { .. })
+                && finished.contains_key(&e.job_id))
+    );
+    let ended: std::collections::HashSet<_> = ends.iter().map(|e| e.job_id).collect();
+    assert_eq!(ended.len(), 200);
 }

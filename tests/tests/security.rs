@@ -480,8 +480,18 @@ async fn the_least_privilege_config_confines_an_agent_to_its_own_tasks() {
     fleet.wait_ready().await;
     fleet.spawn_sim("nlu");
 
-    // Agent A (nlu) serves its tasks with nothing but its own permissions.
+    // Agent A (nlu) serves its tasks with nothing but its own permissions; the client sees
+    // the job end on `baton.jobs.ended.>`.
+    let ends = fleet.record(subject::ENDED_ALL).await;
     run_job(&fleet, "nlu").await;
+    let started = Instant::now();
+    while ends.all().is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the client saw no job end"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let log = std::fs::read_to_string(fleet.nats.dir().join("nats.log")).unwrap();
     assert!(
         !log.contains("Violation"),

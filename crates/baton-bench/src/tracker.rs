@@ -1,7 +1,9 @@
-//! Submits jobs and learns when they end, from the job events (no polling).
+//! Submits jobs and learns when they end, from the job-end events on `baton.jobs.ended.>`
+//! (no polling, and none of the other events).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use anyhow::{Context, anyhow};
 use baton_protocol::messages::{Event, EventKind, Reply, SubmitReply};
@@ -10,6 +12,9 @@ use futures::StreamExt;
 use serde_json::Value;
 use tokio::sync::oneshot;
 use uuid::Uuid;
+
+/// How long a benchmark job may take before the run fails (an escalated job never ends).
+const JOB_TIMEOUT: Duration = Duration::from_secs(120);
 
 #[derive(Default)]
 struct Waiters {
@@ -26,28 +31,18 @@ pub(crate) struct Tracker {
 
 impl Tracker {
     pub(crate) async fn new(client: async_nats::Client) -> anyhow::Result<Self> {
-        let mut events = client.subscribe(subject::EVENTS_ALL).await?;
+        let mut ends = client.subscribe(subject::ENDED_ALL).await?;
         client.flush().await?;
         let waiters = Arc::new(Mutex::new(Waiters::default()));
         let shared = waiters.clone();
         tokio::spawn(async move {
-            while let Some(message) = events.next().await {
-                // Only job ends matter here; skip parsing the rest (this process shares the CPU
-                // with the fleet it measures).
-                let payload = &message.payload;
-                let ends = [&b"\"type\":\"job_"[..], b"\"type\":\"step_escalated\""];
-                if !ends
-                    .iter()
-                    .any(|needle| payload.windows(needle.len()).any(|w| w == *needle))
-                {
-                    continue;
-                }
-                let Ok(event) = serde_json::from_slice::<Event>(payload) else {
+            while let Some(message) = ends.next().await {
+                let Ok(event) = serde_json::from_slice::<Event>(&message.payload) else {
                     continue;
                 };
                 let ok = match event.kind {
                     EventKind::JobSucceeded { .. } => true,
-                    EventKind::JobFailed { .. } | EventKind::StepEscalated { .. } => false,
+                    EventKind::JobFailed { .. } => false,
                     _ => continue,
                 };
                 let Ok(mut waiters) = shared.lock() else {
@@ -102,10 +97,13 @@ impl Tracker {
     /// Submits and waits.
     pub(crate) async fn run(&self, plan: &Value, input: &Value) -> anyhow::Result<()> {
         let done = self.submit(plan, input).await?;
-        match done.await {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(anyhow!("a benchmark job failed or escalated")),
-            Err(_) => Err(anyhow!("the event stream ended")),
+        match tokio::time::timeout(JOB_TIMEOUT, done).await {
+            Ok(Ok(true)) => Ok(()),
+            Ok(Ok(false)) => Err(anyhow!("a benchmark job failed")),
+            Ok(Err(_)) => Err(anyhow!("the job-end subscription ended")),
+            Err(_) => Err(anyhow!(
+                "a benchmark job did not end within {JOB_TIMEOUT:?} (escalated?)"
+            )),
         }
     }
 }

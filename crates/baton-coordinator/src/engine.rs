@@ -774,6 +774,14 @@ impl Engine {
             EventKind::JobSucceeded { .. } | EventKind::JobFailed { .. }
         );
         self.log.append(job, payload.clone(), ended);
+        if ended
+            && let Err(error) = self
+                .client
+                .publish(subject::ended(job), payload.clone())
+                .await
+        {
+            tracing::debug!(job = %job, error = %error, "Job end not published");
+        }
         if let Err(error) = self.client.publish(subject::events(job), payload).await {
             tracing::debug!(job = %job, error = %error, "Event not published");
         }

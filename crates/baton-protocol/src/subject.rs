@@ -37,6 +37,8 @@ pub const RESULTS_ALL: &str = "baton.results.>";
 pub const DLQ_ALL: &str = "baton.dlq.>";
 /// Wildcard over all job event subjects.
 pub const EVENTS_ALL: &str = "baton.events.>";
+/// Wildcard over all jobs' end events (see [`ended`]).
+pub const ENDED_ALL: &str = "baton.jobs.ended.>";
 
 /// JetStream advisories for tasks delivered `MaxDeliver` times without an answer (a worker
 /// crashed on each delivery): one per agent consumer.
@@ -66,6 +68,12 @@ pub const DLQ_RESULTS: &str = "baton.dlq._results";
 /// Events of one job.
 pub fn events(job: Uuid) -> String {
     format!("baton.events.{job}")
+}
+
+/// The end of one job: its `job_succeeded` or `job_failed` event, published here as well as
+/// on [`events`], for observers that want only job ends.
+pub fn ended(job: Uuid) -> String {
+    format!("baton.jobs.ended.{job}")
 }
 
 /// Progress an agent publishes while it works on one of the job's steps (core NATS).
