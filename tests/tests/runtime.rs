@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use baton_harness::Signal;
-use baton_protocol::messages::JobStatus;
+use baton_protocol::messages::{EventKind, JobStatus};
 use baton_protocol::{AgentName, subject};
 use baton_tests::Fleet;
 use baton_worker::WorkerOptions;
@@ -120,6 +120,16 @@ async fn a_job_outlives_its_running_ttl_while_it_makes_progress() {
     assert!(started.elapsed() > Duration::from_millis(3000));
     let ttl = fleet.job_ttl_ms(job).await;
     assert!((50_000..=60_000).contains(&ttl), "retention TTL {ttl}");
+    // Its decision log lived as long: the first decision is still there.
+    let trace = fleet.trace(job).await;
+    assert!(
+        trace
+            .decisions
+            .iter()
+            .any(|e| matches!(e.kind, EventKind::JobCreated { .. })),
+        "{:?}",
+        trace.decisions.first()
+    );
 }
 
 /// A fleet whose coordinator keeps running jobs' state for `running_secs` and finished jobs'

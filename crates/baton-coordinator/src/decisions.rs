@@ -50,10 +50,12 @@ impl DecisionLog {
     }
 }
 
-/// Logs this writer gave a TTL to, and when (unix ms). A log's TTL is set once (`NX`) and
-/// not refreshed, so it cannot expire (and be recreated by a later append, without a TTL)
-/// sooner than the running TTL after that: for half of it, an append needs no `PEXPIRE`.
-/// Another replica's appends, or a forgotten entry, only cost a redundant `PEXPIRE NX`.
+/// Logs this writer gave the running TTL to, and when (unix ms). Like the job's hash, a log
+/// gets the running TTL again once half of it has run, so it lives as long as the running
+/// job; within that half, an append needs no `PEXPIRE`. A log whose job's end this writer
+/// wrote keeps its retention. Another replica's appends, or a forgotten entry, cost a
+/// redundant `PEXPIRE` (after the job's end, rare: a fenced result's event, it gives the log
+/// the running TTL, so it outlives the job's state by at most that).
 struct Expiries {
     set: quick_cache::unsync::Cache<Uuid, u64>,
     fresh_ms: u64,
@@ -72,7 +74,7 @@ impl Expiries {
         }
     }
 
-    /// Whether an append to `job`'s log must also give it a TTL.
+    /// Whether an append to `job`'s log must also give it the running TTL (again).
     fn needed(&self, job: Uuid, now: u64) -> bool {
         self.set
             .get(&job)
@@ -82,6 +84,11 @@ impl Expiries {
     /// Notes a TTL given at `now`, once the write that gave it succeeded.
     fn given(&mut self, job: Uuid, now: u64) {
         self.set.insert(job, now);
+    }
+
+    /// Notes that the job's log has its retention: no running TTL for it any more.
+    fn ended(&mut self, job: Uuid) {
+        self.set.insert(job, u64::MAX);
     }
 }
 
@@ -152,8 +159,12 @@ async fn flush(store: &Store, batch: &mut Vec<Entry>, expiries: &mut Expiries) {
         .await;
     match written {
         Ok(()) => {
-            for group in groups.iter().filter(|group| group.expire) {
-                expiries.given(group.job, now);
+            for group in &groups {
+                if group.ended {
+                    expiries.ended(group.job);
+                } else if group.expire {
+                    expiries.given(group.job, now);
+                }
             }
         }
         Err(error) => {

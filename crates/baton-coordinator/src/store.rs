@@ -80,8 +80,9 @@ pub(crate) struct LogBatch {
     pub(crate) entries: Vec<u8>,
     /// The batch holds the job's end.
     pub(crate) ended: bool,
-    /// The log may have no TTL yet: give it the running TTL if it has none. False when this
-    /// replica did so recently enough that the log cannot have expired and been recreated.
+    /// Give the log the running TTL (again), as the job's transitions do for its hash: the
+    /// log lives as long as the running job. False when this replica did so within the last
+    /// half of that TTL, or wrote the job's end.
     pub(crate) expire: bool,
 }
 
@@ -296,7 +297,7 @@ impl Store {
 
     /// Appends decision-log entries, one batch per job (entries newline-terminated, in
     /// order), in one round trip. `ended` says a batch holds the job's end: the log then takes
-    /// the retention; otherwise, with `expire`, it gets the running TTL if it has none yet.
+    /// the retention; otherwise, with `expire`, it gets the running TTL.
     /// Logs that outgrew `max_log_bytes` are trimmed after.
     pub(crate) async fn append_log(&self, batches: &[LogBatch]) -> Result<(), Error> {
         let mut pipe = redis::pipe();
@@ -307,10 +308,7 @@ impl Store {
                 pipe.pexpire(&key, self.ttl.retention.as_millis() as i64)
                     .ignore();
             } else if batch.expire {
-                pipe.cmd("PEXPIRE")
-                    .arg(&key)
-                    .arg(self.ttl.running.as_millis() as u64)
-                    .arg("NX")
+                pipe.pexpire(&key, self.ttl.running.as_millis() as i64)
                     .ignore();
             }
         }
