@@ -7,5 +7,6 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 tools_bin="$(./scripts/ensure-deps.sh)"
 export PATH="$tools_bin:$PATH"
-cargo build --release --locked -p baton-cli -p baton-agents --bins
-exec ./target/release/baton dev "$@"
+# The `demo` profile is release without LTO (Cargo.toml): quicker to build from scratch.
+cargo build --profile demo --locked -p baton-cli -p baton-agents --bins
+exec ./target/demo/baton dev "$@"
