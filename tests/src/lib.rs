@@ -26,6 +26,14 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+/// Whether the trace's decision log holds an event that `is` matches.
+pub fn logged(
+    trace: &baton_protocol::messages::TraceReply,
+    is: impl Fn(&baton_protocol::messages::EventKind) -> bool,
+) -> bool {
+    trace.decisions.iter().any(|e| is(&e.kind))
+}
+
 /// Servers, services and a client, torn down on drop.
 pub struct Fleet {
     pub nats: NatsServer,
@@ -316,16 +324,15 @@ impl Fleet {
                 .into_result()
                 .unwrap_or_else(|e| panic!("trace of {job}: {e:?}"));
             let complete = match trace.job.status {
-                JobStatus::Succeeded | JobStatus::Failed => trace.decisions.iter().any(|e| {
+                JobStatus::Succeeded | JobStatus::Failed => logged(&trace, |k| {
                     matches!(
-                        e.kind,
+                        k,
                         EventKind::JobSucceeded { .. } | EventKind::JobFailed { .. }
                     )
                 }),
-                JobStatus::Escalated => trace
-                    .decisions
-                    .iter()
-                    .any(|e| matches!(e.kind, EventKind::StepEscalated { .. })),
+                JobStatus::Escalated => {
+                    logged(&trace, |k| matches!(k, EventKind::StepEscalated { .. }))
+                }
                 _ => true,
             };
             if complete || Instant::now() > deadline {

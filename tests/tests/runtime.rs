@@ -123,10 +123,7 @@ async fn a_job_outlives_its_running_ttl_while_it_makes_progress() {
     // Its decision log lived as long: the first decision is still there.
     let trace = fleet.trace(job).await;
     assert!(
-        trace
-            .decisions
-            .iter()
-            .any(|e| matches!(e.kind, EventKind::JobCreated { .. })),
+        baton_tests::logged(&trace, |k| matches!(k, EventKind::JobCreated { .. })),
         "{:?}",
         trace.decisions.first()
     );

@@ -39,10 +39,7 @@ async fn run_job(fleet: &Fleet, agent: &str) {
     // The decision log is written too: its commands are in the ACL user's set.
     let trace = fleet.trace(job).await;
     assert!(
-        trace
-            .decisions
-            .iter()
-            .any(|e| matches!(e.kind, EventKind::JobSucceeded { .. })),
+        baton_tests::logged(&trace, |k| matches!(k, EventKind::JobSucceeded { .. })),
         "{trace:#?}"
     );
 }
