@@ -228,6 +228,42 @@ async fn a_result_delivered_twice_is_recorded_once() {
     );
 }
 
+/// A result fenced by the job's end leaves the job's decision log its retention, even when
+/// the replica that fences it never wrote to that log: giving the log the running TTL (7 days
+/// by default) would keep it long after the job's state (1 day).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_after_the_end_leaves_the_log_its_retention() {
+    let mut fleet = Fleet::start().await;
+    // Replica 1 runs the job and dies; replica 2 fences the late result.
+    let first = fleet.spawn_process("baton", &["coordinator", "--retention-secs", "60"]);
+    fleet.wait_ready().await;
+    fleet.spawn_sim("sim");
+    let job = fleet
+        .submit(baton_tests::plan(&[("a", "sim", &[])]), json!({}))
+        .await;
+    fleet.wait_for(job, JobStatus::Succeeded, WAIT).await;
+    fleet.trace(job).await; // waits until the log holds the job's end
+    fleet.kill_process(first);
+    let mut options = fleet.coordinator_options.clone();
+    options.retention_secs = 60;
+    fleet.spawn_coordinator_with(options);
+    fleet.wait_ready().await;
+
+    let late = json!({"job_id": job, "step_id": "a", "attempt": 1, "output": {"late": true}});
+    publish_result(&fleet, &late, Some("after-end")).await;
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let trace = fleet.trace(job).await;
+        if baton_tests::logged(&trace, |k| matches!(k, EventKind::ResultFenced { .. })) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{trace:#?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let ttl = fleet.ttl_ms(&baton_protocol::keys::log(job)).await;
+    assert!((1..=60_000).contains(&ttl), "decision log TTL {ttl} ms");
+}
+
 /// Publishes a hand-made result to `baton.results.sim` (with a message id, if given) and
 /// waits until the broker stored it.
 async fn publish_result(fleet: &Fleet, result: &Value, msg_id: Option<&str>) {

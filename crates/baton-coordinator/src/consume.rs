@@ -253,18 +253,18 @@ pub(crate) async fn on_result(engine: Arc<Engine>, message: jetstream::Message) 
         Ok(transition) => {
             if matches!(transition.outcome.as_str(), "stale" | "ended" | "missing") {
                 tracing::info!(job = %result.job_id, step = %step.id, attempt, outcome = %transition.outcome, "Result fenced");
-                engine
-                    .event(
-                        result.job_id,
-                        baton_protocol::messages::EventKind::ResultFenced {
-                            step_id: step.id.to_string(),
-                            attempt,
-                            reason: format!("{} {}", transition.outcome, transition.detail)
-                                .trim()
-                                .to_owned(),
-                        },
-                    )
-                    .await;
+                let fenced = baton_protocol::messages::EventKind::ResultFenced {
+                    step_id: step.id.to_string(),
+                    attempt,
+                    reason: format!("{} {}", transition.outcome, transition.detail)
+                        .trim()
+                        .to_owned(),
+                };
+                if transition.outcome == "ended" {
+                    engine.event_after_end(result.job_id, fenced).await;
+                } else {
+                    engine.event(result.job_id, fenced).await;
+                }
             }
             ack(&message).await;
         }

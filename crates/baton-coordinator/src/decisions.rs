@@ -21,7 +21,8 @@ use crate::store::{LogBatch, Store};
 /// Most entries sent in one round trip.
 const BATCH: usize = 4096;
 
-/// One entry: the job, the event's JSON, and whether it is the job's end.
+/// One entry: the job, the event's JSON, and whether the job has ended (the event is its
+/// end, or came after it).
 type Entry = (Uuid, Bytes, bool);
 
 /// Queues entries for the writer. Cheap to clone.
@@ -43,7 +44,7 @@ impl DecisionLog {
     }
 
     /// Queues an entry (the event's JSON, shared with its publish). `ended`: the event is the
-    /// job's end, after which the log keeps the job's retention.
+    /// job's end or came after it; the log then keeps the job's retention.
     pub(crate) fn append(&self, job: Uuid, entry: Bytes, ended: bool) {
         // Fails only once the writer has ended, after shutdown.
         let _ = self.tx.send((job, entry, ended));
@@ -52,10 +53,10 @@ impl DecisionLog {
 
 /// Logs this writer gave the running TTL to, and when (unix ms). Like the job's hash, a log
 /// gets the running TTL again once half of it has run, so it lives as long as the running
-/// job; within that half, an append needs no `PEXPIRE`. A log whose job's end this writer
-/// wrote keeps its retention. Another replica's appends, or a forgotten entry, cost a
-/// redundant `PEXPIRE` (after the job's end, rare: a fenced result's event, it gives the log
-/// the running TTL, so it outlives the job's state by at most that).
+/// job; within that half, an append needs no `PEXPIRE`. A log whose job has ended keeps its
+/// retention: appends after the end (a result the end fenced) give it the retention again,
+/// never the running TTL. Another replica's appends, or a forgotten entry, cost a redundant
+/// `PEXPIRE`.
 struct Expiries {
     set: quick_cache::unsync::Cache<Uuid, u64>,
     fresh_ms: u64,

@@ -756,9 +756,21 @@ impl Engine {
         self.event_at(job, now_ms(), kind).await;
     }
 
+    /// Publishes an event about a job that has already ended (a result its end fenced): the
+    /// job's log keeps the retention the end gave it, whichever replica appends this.
+    pub(crate) async fn event_after_end(&self, job: Uuid, kind: EventKind) {
+        self.publish_event(job, now_ms(), kind, true).await;
+    }
+
     /// Publishes an event stamped with the time its transition was decided (the `now` the
     /// script ran with), which is what delays and deadlines are measured from.
     pub(crate) async fn event_at(&self, job: Uuid, ts_ms: u64, kind: EventKind) {
+        self.publish_event(job, ts_ms, kind, false).await;
+    }
+
+    /// Publishes an event and appends it to the job's log; `after_end`: the job ended before
+    /// it.
+    async fn publish_event(&self, job: Uuid, ts_ms: u64, kind: EventKind, after_end: bool) {
         self.metrics.observe(&kind, self.plans.get(&job).as_deref());
         let event = Event {
             job_id: job,
@@ -773,7 +785,7 @@ impl Engine {
             event.kind,
             EventKind::JobSucceeded { .. } | EventKind::JobFailed { .. }
         );
-        self.log.append(job, payload.clone(), ended);
+        self.log.append(job, payload.clone(), ended || after_end);
         if ended
             && let Err(error) = self
                 .client

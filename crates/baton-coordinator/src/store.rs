@@ -78,7 +78,7 @@ pub(crate) struct LogBatch {
     pub(crate) job: Uuid,
     /// Newline-terminated JSON entries.
     pub(crate) entries: Vec<u8>,
-    /// The batch holds the job's end.
+    /// The batch holds the job's end, or events after it.
     pub(crate) ended: bool,
     /// Give the log the running TTL (again), as the job's transitions do for its hash: the
     /// log lives as long as the running job. False when this replica did so within the last
@@ -296,8 +296,8 @@ impl Store {
     }
 
     /// Appends decision-log entries, one batch per job (entries newline-terminated, in
-    /// order), in one round trip. `ended` says a batch holds the job's end: the log then takes
-    /// the retention; otherwise, with `expire`, it gets the running TTL.
+    /// order), in one round trip. `ended` says a batch holds the job's end (or events after
+    /// it): the log then takes the retention; otherwise, with `expire`, it gets the running TTL.
     /// Logs that outgrew `max_log_bytes` are trimmed after.
     pub(crate) async fn append_log(&self, batches: &[LogBatch]) -> Result<(), Error> {
         let mut pipe = redis::pipe();
