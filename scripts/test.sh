@@ -12,8 +12,10 @@ echo "using $(nats-server --version) and $(redis-server --version | cut -d' ' -f
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-# Boundaries (ARCHITECTURE.md): the protocol crate does no I/O, workers never touch Redis.
+# Boundaries (ARCHITECTURE.md): the protocol and core crates do no I/O, workers never touch
+# Redis.
 for pair in "baton-protocol tokio" "baton-protocol async-nats" "baton-protocol redis" \
+            "baton-core tokio" "baton-core async-nats" "baton-core redis" \
             "baton-worker redis" "baton-agents redis" \
             "baton-metrics redis" "baton-metrics async-nats"; do
   set -- $pair

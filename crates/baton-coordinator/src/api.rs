@@ -18,7 +18,8 @@ use uuid::Uuid;
 
 use crate::engine::{Engine, encode_reply, now_ms, usage_totals};
 use crate::spans;
-use crate::store::{self, Resolution};
+use crate::store;
+use baton_core::Outcome;
 
 /// An error reply: a stable code and a message for humans.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -241,7 +242,7 @@ async fn status_of(
         status,
         plan: plan.name().map(str::to_owned),
         steps,
-        output: get(field::OUTPUT).and_then(|raw| serde_json::from_str(raw).ok()),
+        output: job_output(&plan, status, get),
         error: get(field::ERROR).map(str::to_owned),
         usage: usage_totals(
             get(field::USAGE_INPUT).map(str::to_owned),
@@ -415,41 +416,38 @@ async fn resolve(
         .flatten()
         .and_then(|a| a.parse().ok())
         .unwrap_or(0);
-    let now = now_ms();
-    let transition = engine
-        .store
-        .resolve(
-            job,
-            &plan,
-            step,
-            Resolution {
-                action,
-                payload: &payload,
-                next_attempt: attempt + 1,
-            },
-            now,
-        )
-        .await?;
-    if transition.outcome != "resolved" {
+    let resolution = match request.action {
+        ResolveAction::Output => baton_core::Resolution::Output(&payload),
+        ResolveAction::Retry => baton_core::Resolution::Retry {
+            input: (!payload.is_empty()).then_some(payload.as_str()),
+        },
+        ResolveAction::Fail => baton_core::Resolution::Fail { reason: &payload },
+    };
+    let cause = baton_core::Cause::Resolved { step, resolution };
+    let transition = engine.handle(job, &plan, &cause, now_ms()).await?;
+    if transition.outcome != Outcome::Resolved {
         return Err(ApiError::new(
             "not_found",
-            match transition.outcome.as_str() {
-                "ended" => format!(
+            match &transition.outcome {
+                Outcome::Ended => format!(
                     "no open escalation {:?}: job {job} has already {}",
-                    request.id, transition.status
+                    request.id,
+                    transition.status.as_str()
                 ),
-                "missing" => format!(
+                Outcome::Missing => format!(
                     "no open escalation {:?}: job {job} does not exist",
                     request.id
                 ),
-                _ => format!(
+                Outcome::NotEscalated {
+                    step: Some(current),
+                } => format!(
                     "no open escalation {:?}: step {step_id} is {}",
                     request.id,
-                    if transition.detail.is_empty() {
-                        "not escalated"
-                    } else {
-                        transition.detail.as_str()
-                    }
+                    current.as_str()
+                ),
+                _ => format!(
+                    "no open escalation {:?}: step {step_id} is not escalated",
+                    request.id
                 ),
             },
         ));
@@ -489,17 +487,10 @@ async fn resolve(
                     },
                 )
                 .await;
-            engine.note_timers(
-                plan.dependents(step_id)
-                    .map(|d| engine.store.first_check(d, now)),
-            );
         }
-        ResolveAction::Retry => {
-            engine.note_timers(std::iter::once(engine.store.first_check(step, now)))
-        }
-        ResolveAction::Fail => {}
+        ResolveAction::Retry | ResolveAction::Fail => {}
     }
-    let job_status = JobStatus::parse(&transition.status).unwrap_or(JobStatus::Running);
+    let job_status = transition.status;
     engine.apply(job, &plan, transition).await;
     Ok(ResolveEscalationReply {
         job_id: job,
@@ -507,6 +498,35 @@ async fn resolve(
         action: request.action,
         job_status,
     })
+}
+
+/// A succeeded job's output: its sinks' outputs (one sink: its output; several: a map by step
+/// id). Jobs written before the decision core stored it whole, as `output`.
+fn job_output<'a>(
+    plan: &plan::Plan,
+    status: JobStatus,
+    get: impl Fn(&str) -> Option<&'a str>,
+) -> Option<Value> {
+    if let Some(stored) = get(field::OUTPUT) {
+        return serde_json::from_str(stored).ok();
+    }
+    if status != JobStatus::Succeeded {
+        return None;
+    }
+    let output = |id: &str| {
+        get(&field::step_output(id))
+            .and_then(|raw| serde_json::from_str(raw).ok())
+            .unwrap_or(Value::Null)
+    };
+    let sinks: Vec<&str> = plan.sinks().map(|s| s.id.as_str()).collect();
+    match sinks.as_slice() {
+        [one] => Some(output(one)),
+        many => Some(Value::Object(
+            many.iter()
+                .map(|id| ((*id).to_owned(), output(id)))
+                .collect(),
+        )),
+    }
 }
 
 /// The job error a human's `fail` records.

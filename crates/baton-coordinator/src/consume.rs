@@ -251,16 +251,14 @@ pub(crate) async fn on_result(engine: Arc<Engine>, message: jetstream::Message) 
         .await
     {
         Ok(transition) => {
-            if matches!(transition.outcome.as_str(), "stale" | "ended" | "missing") {
-                tracing::info!(job = %result.job_id, step = %step.id, attempt, outcome = %transition.outcome, "Result fenced");
+            if let Some(reason) = transition.outcome.fence_reason(transition.status) {
+                tracing::info!(job = %result.job_id, step = %step.id, attempt, reason = %reason, "Result fenced");
                 let fenced = baton_protocol::messages::EventKind::ResultFenced {
                     step_id: step.id.to_string(),
                     attempt,
-                    reason: format!("{} {}", transition.outcome, transition.detail)
-                        .trim()
-                        .to_owned(),
+                    reason,
                 };
-                if transition.outcome == "ended" {
+                if transition.outcome == baton_core::Outcome::Ended {
                     engine.event_after_end(result.job_id, fenced).await;
                 } else {
                     engine.event(result.job_id, fenced).await;

@@ -12,8 +12,8 @@ use async_nats::jetstream::{self, message::PublishMessage};
 use backon::{ExponentialBuilder, Retryable};
 use baton_protocol::keys::{self, TimerKind, TimerMember};
 use baton_protocol::messages::{
-    AttemptReport, Event, EventKind, Failure, FailureClass, MAX_IDEMPOTENCY_KEY_LEN, SubmitRequest,
-    Task, Usage, UsageTotals,
+    AttemptReport, Event, EventKind, Failure, FailureClass, JobStatus, MAX_IDEMPOTENCY_KEY_LEN,
+    SubmitRequest, Task, Usage, UsageTotals,
 };
 use baton_protocol::plan::{Plan, Step};
 use baton_protocol::{AgentName, Encoding, codec, subject};
@@ -27,7 +27,8 @@ use crate::decisions::DecisionLog;
 use crate::metrics::Metrics;
 use crate::options::Options;
 use crate::spans::Spans;
-use crate::store::{self, Record, RecordKind, Store, Transition};
+use crate::store::{self, Store, Transition};
+use baton_core::{Cause, Outcome};
 
 /// A mapping whose job does not exist is taken to be stale once it is this old: a job is
 /// created within milliseconds of its mapping, or its creator died and a retry may finish it.
@@ -237,21 +238,17 @@ impl Engine {
         }
         let now = now_ms();
         let stored_traceparent = traceparent.map(|t| t.to_string());
-        let transition = self
-            .store
-            .create(
-                job,
-                &plan,
-                store::NewJob {
-                    input,
-                    idempotency_key: mapping.as_deref(),
-                    traceparent: stored_traceparent.as_deref(),
-                    reused: &reused,
-                },
-                now,
-            )
-            .await?;
-        if transition.outcome == "exists" {
+        let stored_plan = serde_json::to_string(plan.spec())
+            .map_err(|e| ApiError::new("internal", e.to_string()))?;
+        let cause = Cause::Submitted(baton_core::NewJob {
+            plan: &stored_plan,
+            input,
+            idempotency_key: mapping.as_deref(),
+            traceparent: stored_traceparent.as_deref(),
+            reused: &reused,
+        });
+        let transition = self.handle(job, &plan, &cause, now).await?;
+        if transition.outcome == Outcome::Exists {
             return Ok((job, true));
         }
         self.spans.created(job, traceparent.as_ref());
@@ -278,11 +275,6 @@ impl Engine {
                 .await;
             }
         }
-        let reused: std::collections::HashSet<&str> =
-            reused.iter().map(|(step, _)| step.as_str()).collect();
-        self.note_timers(
-            store::initial_steps(&plan, &reused).map(|s| self.store.first_check(s, now)),
-        );
         self.apply(job, &plan, transition).await;
         Ok((job, false))
     }
@@ -326,37 +318,37 @@ impl Engine {
             .as_ref()
             .map_or(0, |usage| self.options.cost_nanos(usage));
         let delay_ms = step.retry.delay_ms(attempt, rand::random::<f64>());
-        let (kind, payload, retryable) = match &outcome {
-            Ok(output) => (RecordKind::Ok, output.clone(), true),
-            Err(failure) => {
-                let kind = if failure.class == FailureClass::Timeout {
-                    RecordKind::Timeout
-                } else {
-                    RecordKind::Fail
-                };
-                let payload = serde_json::to_string(failure).unwrap_or_default();
-                (kind, payload, failure.retryable)
+        let failure_json = outcome
+            .as_ref()
+            .err()
+            .map(|failure| serde_json::to_string(failure).unwrap_or_default());
+        let cause = match (&outcome, failure_json.as_deref()) {
+            (Err(failure), Some(json)) if failure.class == FailureClass::Timeout => {
+                Cause::TimedOut {
+                    step,
+                    attempt,
+                    failure: json,
+                    retry_delay_ms: delay_ms,
+                }
             }
+            (Err(failure), json) => Cause::Result {
+                step,
+                attempt,
+                outcome: baton_core::Attempt::Failed {
+                    failure: json.unwrap_or_default(),
+                    retryable: failure.retryable,
+                    retry_delay_ms: delay_ms,
+                },
+                usage: core_usage(info.usage.as_ref(), cost_nanos),
+            },
+            (Ok(output), _) => Cause::Result {
+                step,
+                attempt,
+                outcome: baton_core::Attempt::Succeeded { output },
+                usage: core_usage(info.usage.as_ref(), cost_nanos),
+            },
         };
-        if kind != RecordKind::Ok {
-            let budget_spent = attempt >= step.retry.max_attempts;
-            if !retryable || budget_spent {
-                // Indexed before the transition: a crash in between leaves an index entry the
-                // reader skips, never an escalation nobody can list.
-                let id = keys::escalation_id(job, step.id.as_str());
-                self.store.index_escalation(&id, now).await?;
-            }
-        }
-        let record = Record {
-            attempt,
-            kind,
-            payload: &payload,
-            retryable,
-            delay_ms,
-            usage: info.usage.as_ref(),
-            cost_nanos,
-        };
-        let transition = self.store.record(job, plan, step, record, now).await?;
+        let transition = self.handle(job, plan, &cause, now).await?;
         // Span work is boxed so that, with tracing off, it adds nothing to the size of this
         // future, which every result's task moves around.
         if self.spans.enabled() {
@@ -386,8 +378,8 @@ impl Engine {
             }),
             worker: info.worker.clone(),
         };
-        match transition.outcome.as_str() {
-            "succeeded" => {
+        match &transition.outcome {
+            Outcome::Succeeded => {
                 self.event_at(
                     job,
                     now,
@@ -399,12 +391,8 @@ impl Engine {
                     },
                 )
                 .await;
-                self.note_timers(
-                    plan.dependents(step.id.as_str())
-                        .map(|d| self.store.first_check(d, now)),
-                );
             }
-            "retry" | "escalated" => {
+            Outcome::Retrying { .. } | Outcome::Escalated => {
                 let class = outcome.as_ref().err().map(|failure| failure.class);
                 if let Err(failure) = outcome {
                     self.event_at(
@@ -419,19 +407,18 @@ impl Engine {
                     )
                     .await;
                 }
-                if transition.outcome == "retry" {
+                if let Outcome::Retrying { next_attempt } = transition.outcome {
                     self.event_at(
                         job,
                         now,
                         EventKind::RetryScheduled {
                             step_id: step.id.to_string(),
-                            attempt: attempt + 1,
+                            attempt: next_attempt,
                             delay_ms,
                             class,
                         },
                     )
                     .await;
-                    self.note_timers(std::iter::once(now + delay_ms));
                 } else {
                     // Boxed: rare, and its future is large.
                     Box::pin(self.escalated(job, plan, step, attempt)).await;
@@ -443,9 +430,34 @@ impl Engine {
         Ok(transition)
     }
 
+    /// The one entry into a transition, for every cause: consumers, API handlers, the timer
+    /// loop and the reconciler. Reads, decides (`baton_core::decide`) and applies in the
+    /// store, then counts conflicts and wakes the timer loop for the timers it scheduled.
+    /// The caller's executor (`record`, `apply`) performs the rest of the effects.
+    pub(crate) async fn handle(
+        &self,
+        job: Uuid,
+        plan: &Plan,
+        cause: &Cause<'_>,
+        now: u64,
+    ) -> Result<Transition, store::Error> {
+        let result = self.store.transition(job, plan, cause, now).await;
+        let conflicts = match &result {
+            Ok(transition) => transition.conflicts,
+            Err(store::Error::Conflict(_)) => crate::store::MAX_TRIES,
+            Err(_) => 0,
+        };
+        if conflicts > 0 {
+            self.metrics.conflicts(conflicts);
+        }
+        let transition = result?;
+        self.note_timers(transition.timers.iter().copied());
+        Ok(transition)
+    }
+
     /// Publishes what a transition started, and the job's end.
     pub(crate) async fn apply(&self, job: Uuid, plan: &Plan, transition: Transition) {
-        let job_ended = transition.status == "succeeded" || transition.status == "failed";
+        let job_ended = matches!(transition.status, JobStatus::Succeeded | JobStatus::Failed);
         if !transition.dispatch.is_empty() {
             let input = transition.input.as_str();
             let publishes = transition
@@ -454,10 +466,7 @@ impl Engine {
                 .map(|item| self.dispatch(job, plan, input, item, transition.now));
             futures::future::join_all(publishes).await;
         }
-        let changed = !matches!(
-            transition.outcome.as_str(),
-            "stale" | "ended" | "missing" | "later" | "exists" | "not_escalated"
-        );
+        let changed = transition.outcome.changed();
         if changed
             && job_ended
             && let Some(ending) = transition.ending
@@ -471,12 +480,12 @@ impl Engine {
             if self.spans.enabled() {
                 Box::pin(
                     self.spans
-                        .job_ended(&self.store, job, plan, &transition.status),
+                        .job_ended(&self.store, job, plan, transition.status.as_str()),
                 )
                 .await;
             }
-            match transition.status.as_str() {
-                "succeeded" => self.event(job, EventKind::JobSucceeded { usage }).await,
+            match transition.status {
+                JobStatus::Succeeded => self.event(job, EventKind::JobSucceeded { usage }).await,
                 _ => {
                     let error = ending.error.unwrap_or_default();
                     self.event(job, EventKind::JobFailed { error, usage }).await
@@ -841,21 +850,19 @@ impl Engine {
                 .await?
             }
             TimerKind::Retry => {
-                let now = now_ms();
-                let transition = self
-                    .store
-                    .fire_retry(member.job, step, member.attempt, now)
-                    .await?;
-                if transition.outcome == "dispatched" {
-                    self.note_timers(std::iter::once(self.store.first_check(step, now)));
-                }
+                let cause = Cause::RetryDue {
+                    step,
+                    attempt: member.attempt,
+                };
+                let transition = self.handle(member.job, &plan, &cause, now_ms()).await?;
                 self.apply(member.job, &plan, transition.clone()).await;
                 transition
             }
         };
-        Ok((transition.outcome == "later")
-            .then(|| transition.detail.parse().ok())
-            .flatten())
+        Ok(match transition.outcome {
+            Outcome::Later { due } => Some(due),
+            _ => None,
+        })
     }
 }
 
@@ -881,6 +888,16 @@ impl InputDigest {
             sha256,
         }
     }
+}
+
+/// What an attempt reported, as the decision core adds it up.
+fn core_usage(usage: Option<&Usage>, cost_nanos: u64) -> baton_core::Usage<'_> {
+    usage.map_or_else(baton_core::Usage::default, |usage| baton_core::Usage {
+        input_tokens: usage.input_tokens,
+        output_tokens: usage.output_tokens,
+        cost_nanos,
+        model: usage.model.as_deref(),
+    })
 }
 
 /// Totals from stored counters; `None` when nothing was ever reported.

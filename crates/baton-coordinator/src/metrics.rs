@@ -48,6 +48,7 @@ mod name {
     pub(super) const COORDINATOR_PENDING: &str = "baton_coordinator_pending";
     pub(super) const COORDINATOR_IN_FLIGHT: &str = "baton_coordinator_in_flight";
     pub(super) const QUEUE_AGE: &str = "baton_queue_info_age_seconds";
+    pub(super) const CONFLICTS: &str = "baton_transition_conflicts";
 }
 
 /// Label of series whose agent could not be found (the plan was not cached and events are
@@ -169,6 +170,7 @@ pub(crate) struct Metrics {
     jobs_succeeded: Counter,
     jobs_failed: Counter,
     queue_read_failures: Counter,
+    conflicts: Counter,
     queues: Arc<Mutex<Queues>>,
 }
 
@@ -283,6 +285,12 @@ impl Metrics {
              values read were served)",
             queue_read_failures.clone(),
         );
+        let conflicts = Counter::default();
+        r.register(
+            name::CONFLICTS,
+            "Decisions taken again because the job's facts changed between read and apply",
+            conflicts.clone(),
+        );
         r.register_collector(Box::new(QueueCollector(queues.clone())));
         Self {
             registry: r,
@@ -292,8 +300,15 @@ impl Metrics {
             jobs_succeeded,
             jobs_failed,
             queue_read_failures,
+            conflicts,
             queues,
         }
+    }
+
+    /// Counts decisions that were taken again (not derived from events: a conflict changes
+    /// nothing a job's events show).
+    pub(crate) fn conflicts(&self, n: u32) {
+        self.conflicts.inc_by(u64::from(n));
     }
 
     /// Counts one published event. `plan` (from the replica's cache) names the agent of

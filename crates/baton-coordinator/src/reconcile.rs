@@ -150,8 +150,7 @@ impl Engine {
                 gone: 0,
                 copy: 0,
             };
-            self.store
-                .note_reconcile(job, step.id.as_str(), attempt, &note.encode())
+            self.note_reconcile(job, step, attempt, &note.encode())
                 .await?;
             return Ok(());
         };
@@ -194,8 +193,7 @@ impl Engine {
             }
         };
         if updated != note {
-            self.store
-                .note_reconcile(job, step.id.as_str(), attempt, &updated.encode())
+            self.note_reconcile(job, step, attempt, &updated.encode())
                 .await?;
         }
         Ok(())
@@ -203,6 +201,27 @@ impl Engine {
 
     /// Publishes copy `copy` of an attempt's task; returns the stream sequence of the stored
     /// copy and whether this publish stored it (false: a duplicate of an earlier publish).
+    /// Keeps the reconciler's note on `attempt`, only while it is the step's running attempt:
+    /// a note never outlives the attempt it describes, nor creates a job that is gone.
+    async fn note_reconcile(
+        &self,
+        job: Uuid,
+        step: &Step,
+        attempt: u32,
+        note: &str,
+    ) -> Result<(), Failed> {
+        let Some(plan) = self.plan(job).await? else {
+            return Ok(());
+        };
+        let cause = baton_core::Cause::Reconcile {
+            step,
+            attempt,
+            note,
+        };
+        self.handle(job, &plan, &cause, now_ms()).await?;
+        Ok(())
+    }
+
     async fn publish_copy(
         &self,
         job: Uuid,

@@ -1,7 +1,8 @@
 //! Replay: re-runs the coordinator's decisions for a recorded job, offline, and compares them
 //! with the job's decision log — a regression check for the orchestrator itself.
 //!
-//! The replay drives the same transition scripts the coordinator runs (on a scratch Redis),
+//! The replay drives the same transitions the coordinator runs — `baton_core::decide` and the
+//! fenced apply script — on a scratch Redis,
 //! feeding them the job's recorded facts in the order they happened: the results agents sent
 //! (outputs from the job's state, failures from the log), timeouts, the ends of retry
 //! backoffs and humans' resolutions, each at its recorded time. What the scripts and the
@@ -14,13 +15,14 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use baton_protocol::keys;
-use baton_protocol::messages::{EventKind, FailureClass, ResolveAction, TraceReply};
+use baton_protocol::messages::{EventKind, FailureClass, JobStatus, ResolveAction, TraceReply};
 use baton_protocol::plan::{Plan, Step};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::engine::{InputDigest, step_input};
-use crate::store::{self, Record, RecordKind, Resolution, Store, Transition};
+use crate::store::{self, Store, Transition};
+use baton_core::{Attempt, Cause, Outcome, Resolution};
 
 /// Why a replay could not run at all (as opposed to finding mismatches).
 #[derive(Debug, thiserror::Error)]
@@ -230,19 +232,17 @@ impl Replay<'_> {
             }
         }
         let input = serde_json::to_string(&trace.input).unwrap_or_else(|_| "null".into());
+        let stored_plan = serde_json::to_string(self.plan.spec()).unwrap_or_default();
+        let cause = Cause::Submitted(baton_core::NewJob {
+            plan: &stored_plan,
+            input: &input,
+            idempotency_key: None,
+            traceparent: None,
+            reused: &reused,
+        });
         let transition = self
             .store
-            .create(
-                self.job,
-                &self.plan,
-                store::NewJob {
-                    input: &input,
-                    idempotency_key: None,
-                    traceparent: None,
-                    reused: &reused,
-                },
-                created,
-            )
+            .transition(self.job, &self.plan, &cause, created)
             .await?;
         self.effects(&transition);
         for event in events {
@@ -263,9 +263,8 @@ impl Replay<'_> {
                         continue;
                     };
                     let output = self.output_of(step_id);
-                    let transition = self
-                        .record(&step, *attempt, RecordKind::Ok, &output, true, 0, now)
-                        .await?;
+                    let outcome = Attempt::Succeeded { output: &output };
+                    let transition = self.record(&step, *attempt, outcome, now).await?;
                     self.after_record(&step, *attempt, &transition);
                 }
                 EventKind::StepFailed {
@@ -279,12 +278,8 @@ impl Replay<'_> {
                         continue;
                     };
                     let delay = self.recorded_delay(step_id, attempt + 1);
-                    let kind = if error.class == FailureClass::Timeout {
-                        RecordKind::Timeout
-                    } else {
-                        RecordKind::Fail
-                    };
-                    let now = if kind == RecordKind::Timeout {
+                    let timeout = error.class == FailureClass::Timeout;
+                    let now = if timeout {
                         // Deadlines are set when an attempt starts, which the log dates by
                         // its dispatch a moment later: never let that moment matter.
                         now.max(self.deadline(step_id).await?)
@@ -292,18 +287,30 @@ impl Replay<'_> {
                         now
                     };
                     let payload = serde_json::to_string(error).unwrap_or_default();
+                    let cause = if timeout {
+                        Cause::TimedOut {
+                            step: &step,
+                            attempt: *attempt,
+                            failure: &payload,
+                            retry_delay_ms: delay.unwrap_or(0),
+                        }
+                    } else {
+                        Cause::Result {
+                            step: &step,
+                            attempt: *attempt,
+                            outcome: Attempt::Failed {
+                                failure: &payload,
+                                retryable: error.retryable,
+                                retry_delay_ms: delay.unwrap_or(0),
+                            },
+                            usage: baton_core::Usage::default(),
+                        }
+                    };
                     let transition = self
-                        .record(
-                            &step,
-                            *attempt,
-                            kind,
-                            &payload,
-                            error.retryable,
-                            delay.unwrap_or(0),
-                            now,
-                        )
+                        .store
+                        .transition(self.job, &self.plan, &cause, now)
                         .await?;
-                    if transition.outcome == "retry"
+                    if matches!(transition.outcome, Outcome::Retrying { .. })
                         && let Some(recorded) = delay
                     {
                         self.check_delay(&step, *attempt, recorded);
@@ -331,27 +338,22 @@ impl Replay<'_> {
                             crate::api::failed_by_human(step_id, reason.as_deref())
                         }
                     };
-                    let action = match action {
-                        ResolveAction::Output => "output",
-                        ResolveAction::Retry => "retry",
-                        ResolveAction::Fail => "fail",
+                    let resolution = match action {
+                        ResolveAction::Output => Resolution::Output(&payload),
+                        ResolveAction::Retry => Resolution::Retry {
+                            input: (!payload.is_empty()).then_some(payload.as_str()),
+                        },
+                        ResolveAction::Fail => Resolution::Fail { reason: &payload },
                     };
-                    let attempt = self.attempt(step_id).await?;
+                    let cause = Cause::Resolved {
+                        step: &step,
+                        resolution,
+                    };
                     let transition = self
                         .store
-                        .resolve(
-                            self.job,
-                            &self.plan,
-                            &step,
-                            Resolution {
-                                action,
-                                payload: &payload,
-                                next_attempt: attempt + 1,
-                            },
-                            now,
-                        )
+                        .transition(self.job, &self.plan, &cause, now)
                         .await?;
-                    if transition.outcome != "resolved" {
+                    if transition.outcome != Outcome::Resolved {
                         self.decide(
                             step_id,
                             format!("resolution refused ({})", transition.outcome),
@@ -392,11 +394,15 @@ impl Replay<'_> {
             };
             // Not before the backoff the replay scheduled ended.
             let due = self.deadline(&step_id).await?;
+            let cause = Cause::RetryDue {
+                step: &step,
+                attempt,
+            };
             let transition = self
                 .store
-                .fire_retry(self.job, &step, attempt, at.max(due))
+                .transition(self.job, &self.plan, &cause, at.max(due))
                 .await?;
-            if transition.outcome != "dispatched" {
+            if transition.outcome != Outcome::Dispatched {
                 self.decide(
                     &step_id,
                     format!(
@@ -410,42 +416,35 @@ impl Replay<'_> {
         Ok(())
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn record(
         &self,
         step: &Step,
         attempt: u32,
-        kind: RecordKind,
-        payload: &str,
-        retryable: bool,
-        delay_ms: u64,
+        outcome: Attempt<'_>,
         now: u64,
     ) -> Result<Transition, ReplayError> {
-        let record = Record {
+        let cause = Cause::Result {
+            step,
             attempt,
-            kind,
-            payload,
-            retryable,
-            delay_ms,
-            usage: None,
-            cost_nanos: 0,
+            outcome,
+            usage: baton_core::Usage::default(),
         };
         Ok(self
             .store
-            .record(self.job, &self.plan, step, record, now)
+            .transition(self.job, &self.plan, &cause, now)
             .await?)
     }
 
     /// The decisions that follow recording an attempt's outcome.
     fn after_record(&mut self, step: &Step, attempt: u32, transition: &Transition) {
         let id = step.id.as_str();
-        match transition.outcome.as_str() {
-            "retry" => {
+        match &transition.outcome {
+            Outcome::Retrying { .. } => {
                 self.retries.insert((id.to_owned(), attempt + 1));
                 self.decide(id, format!("retry as attempt {}", attempt + 1));
             }
-            "escalated" => self.decide(id, format!("escalate after attempt {attempt}")),
-            "succeeded" => {}
+            Outcome::Escalated => self.decide(id, format!("escalate after attempt {attempt}")),
+            Outcome::Succeeded => {}
             other => self.decide(
                 id,
                 format!("outcome of attempt {attempt} not accepted ({other})"),
@@ -466,14 +465,10 @@ impl Replay<'_> {
             };
             self.decide(&item.step, decision);
         }
-        let changed = !matches!(
-            transition.outcome.as_str(),
-            "stale" | "ended" | "missing" | "later" | "exists" | "not_escalated"
-        );
-        if changed {
-            match transition.status.as_str() {
-                "succeeded" => self.decide("job", "job succeeded".into()),
-                "failed" => self.decide("job", "job failed".into()),
+        if transition.outcome.changed() {
+            match transition.status {
+                JobStatus::Succeeded => self.decide("job", "job succeeded".into()),
+                JobStatus::Failed => self.decide("job", "job failed".into()),
                 _ => {}
             }
         }
@@ -540,14 +535,6 @@ impl Replay<'_> {
             .field(keys::field::step_deadline(step))
             .await?
             .and_then(|d| d.parse().ok())
-            .unwrap_or(0))
-    }
-
-    async fn attempt(&self, step: &str) -> Result<u32, ReplayError> {
-        Ok(self
-            .field(keys::field::step_attempt(step))
-            .await?
-            .and_then(|a| a.parse().ok())
             .unwrap_or(0))
     }
 }

@@ -14,6 +14,7 @@ use uuid::Uuid;
 
 use crate::engine::{AttemptInfo, now_ms, usd};
 use crate::store::{Store, Transition};
+use baton_core::Outcome;
 
 /// `service.name` of every coordinator replica.
 const SERVICE: &str = "baton-coordinator";
@@ -120,8 +121,8 @@ impl Spans {
         now: u64,
     ) {
         if !matches!(
-            transition.outcome.as_str(),
-            "succeeded" | "retry" | "escalated"
+            transition.outcome,
+            Outcome::Succeeded | Outcome::Retrying { .. } | Outcome::Escalated
         ) {
             return;
         }
@@ -172,7 +173,7 @@ impl Spans {
                 error,
             },
         );
-        if transition.outcome == "succeeded" {
+        if transition.outcome == Outcome::Succeeded {
             let started = started.map(|s| s.step_ms);
             self.step_ended(
                 store,

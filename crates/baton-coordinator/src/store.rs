@@ -1,12 +1,15 @@
-//! Job state in Redis: one Lua script per transition (see `lua/`), the durable timer set,
-//! the idempotency index and the escalation index. Everything Baton knows about a job is
-//! here; the coordinator keeps nothing in memory that it could not reload.
+//! Job state in Redis: the reads a decision needs, the one fenced script that applies a
+//! decision (`lua/apply.lua`), the durable timer set, the idempotency index and the escalation
+//! index. Everything Baton knows about a job is here; the coordinator keeps nothing in memory
+//! that it could not reload. What a transition *does* is decided in `baton-core`, not here.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
-use baton_protocol::keys::{self, TimerMember};
-use baton_protocol::plan::{Plan, Step};
+use baton_core::{Apply, Cause, Context, Decision, End, Expire, Facts, Field, Outcome, StepField};
+use baton_protocol::keys;
+use baton_protocol::messages::JobStatus;
+use baton_protocol::plan::Plan;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{RedisError, Script};
 use uuid::Uuid;
@@ -20,7 +23,14 @@ pub enum Error {
     Tls(String),
     #[error("unexpected reply from a Redis script: {0}")]
     Reply(String),
+    /// The job kept changing under the decision: every try found other facts than it read.
+    #[error("job {0} changed under {MAX_TRIES} decisions in a row")]
+    Conflict(Uuid),
 }
+
+/// Tries of read → decide → apply before a transition gives up (the cause is retried later:
+/// a result is redelivered, a timer fires again, a request gets `unavailable`).
+pub(crate) const MAX_TRIES: u32 = 16;
 
 /// TTLs applied on every transition, and when a running attempt is first looked at.
 #[derive(Debug, Clone, Copy)]
@@ -36,40 +46,52 @@ pub(crate) struct Ttl {
     pub(crate) max_log_bytes: u64,
 }
 
-/// The reply of a job script.
+/// One transition, as decided and applied.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Transition {
-    /// What the script did: `created`, `exists`, `succeeded`, `retry`, `escalated`,
-    /// `dispatched`, `resolved`, or why it did nothing: `stale`, `ended`, `missing`, `later`,
-    /// `not_escalated`.
-    pub(crate) outcome: String,
-    /// The job's status after the script.
-    pub(crate) status: String,
-    /// Outcome-specific detail (next attempt, due time, current state).
-    pub(crate) detail: String,
+    /// What the decision did, or why it did nothing.
+    pub(crate) outcome: Outcome,
+    /// The job's status after it.
+    pub(crate) status: JobStatus,
     /// The job input (JSON), present when something is to be dispatched.
     pub(crate) input: String,
-    /// For a recorded result: when the attempt started and when the step's first attempt
-    /// started (unix ms).
+    /// For a recorded result: when the attempt and its step started.
     pub(crate) started: Option<Started>,
-    /// The time the script ran with (unix ms): when its decisions were taken.
+    /// The time the decision was taken with (unix ms).
     pub(crate) now: u64,
     /// Set when this transition ended the job.
     pub(crate) ending: Option<Ending>,
-    /// Attempts the script started; Rust publishes their tasks.
+    /// Attempts it started; the executor publishes their tasks.
     pub(crate) dispatch: Vec<Dispatch>,
+    /// Due times of the timers it scheduled (the timer loop is woken for them).
+    pub(crate) timers: Vec<u64>,
+    /// Times the facts changed between read and apply (each was decided again).
+    pub(crate) conflicts: u32,
 }
 
-/// What a new job starts from, besides its plan.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct NewJob<'a> {
-    /// The job input (JSON).
-    pub(crate) input: &'a str,
-    pub(crate) idempotency_key: Option<&'a str>,
-    /// The submitter's W3C `traceparent`.
-    pub(crate) traceparent: Option<&'a str>,
-    /// Outputs a rerun reuses: (step, output JSON).
-    pub(crate) reused: &'a [(String, String)],
+pub(crate) use baton_core::Started;
+
+/// What an ended job's end needs: token and cost totals, the idempotency mapping to retire,
+/// and the error of a failed job.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Ending {
+    pub(crate) ui: Option<String>,
+    pub(crate) uo: Option<String>,
+    pub(crate) uc: Option<String>,
+    /// The idempotency mapping to retire.
+    pub(crate) idem: Option<String>,
+    pub(crate) error: Option<String>,
+}
+
+/// One attempt to publish.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Dispatch {
+    pub(crate) step: String,
+    pub(crate) attempt: u32,
+    /// A human-supplied input that replaces the mapping (escalation retry with `--input`).
+    pub(crate) input_override: Option<String>,
+    /// Outputs (JSON) of the step's needs, in the plan's order.
+    pub(crate) needs: Vec<String>,
 }
 
 /// Decision-log entries of one job, to append in one command.
@@ -86,82 +108,9 @@ pub(crate) struct LogBatch {
     pub(crate) expire: bool,
 }
 
-/// What the script read when a transition ended its job (cjson leaves missing fields out).
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
-pub(crate) struct Ending {
-    pub(crate) ui: Option<String>,
-    pub(crate) uo: Option<String>,
-    pub(crate) uc: Option<String>,
-    /// The idempotency mapping to retire.
-    pub(crate) idem: Option<String>,
-    pub(crate) error: Option<String>,
-}
-
-/// Start times of an attempt and of its step, as recorded when they were dispatched.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Started {
-    pub(crate) attempt_ms: u64,
-    pub(crate) step_ms: u64,
-}
-
-impl Started {
-    fn parse(raw: &str) -> Option<Self> {
-        let (attempt, step) = raw.split_once(':')?;
-        let attempt_ms = attempt.parse().ok()?;
-        Some(Self {
-            attempt_ms,
-            step_ms: step.parse().unwrap_or(attempt_ms),
-        })
-    }
-}
-
-/// One attempt to publish.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Dispatch {
-    pub(crate) step: String,
-    pub(crate) attempt: u32,
-    /// A human-supplied input that replaces the mapping (escalation retry with `--input`).
-    pub(crate) input_override: Option<String>,
-    /// Outputs (JSON) of the step's needs, in the plan's order.
-    pub(crate) needs: Vec<String>,
-}
-
-/// Arguments of the `record` script beyond the step.
-pub(crate) struct Record<'a> {
-    pub(crate) attempt: u32,
-    pub(crate) kind: RecordKind,
-    pub(crate) payload: &'a str,
-    pub(crate) retryable: bool,
-    pub(crate) delay_ms: u64,
-    /// Tokens the result reported and their cost (nano-dollars).
-    pub(crate) usage: Option<&'a baton_protocol::messages::Usage>,
-    pub(crate) cost_nanos: u64,
-}
-
-/// A human's resolution of an escalated step.
-pub(crate) struct Resolution<'a> {
-    /// `output`, `retry` or `fail`.
-    pub(crate) action: &'a str,
-    /// The output, the replacement input (or ''), or the failure reason.
-    pub(crate) payload: &'a str,
-    /// The attempt a retry starts.
-    pub(crate) next_attempt: u32,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum RecordKind {
-    Ok,
-    Fail,
-    Timeout,
-}
-
 struct Scripts {
     log_trim: Script,
-    create: Script,
-    record: Script,
-    retry: Script,
-    resolve: Script,
-    reconcile: Script,
+    apply: Script,
     claim: Script,
     settle: Script,
 }
@@ -208,10 +157,6 @@ fn client(options: &crate::Options) -> Result<redis::Client, Error> {
     Ok(redis::Client::build_with_tls(info, certificates)?)
 }
 
-fn job_script(body: &str) -> Script {
-    Script::new(&format!("{}\n{}", include_str!("lua/common.lua"), body))
-}
-
 impl Store {
     pub(crate) async fn connect(options: &crate::Options, ttl: Ttl) -> Result<Self, Error> {
         let client = client(options)?;
@@ -222,11 +167,7 @@ impl Store {
         let conn = ConnectionManager::new_with_config(client, config).await?;
         let scripts = Scripts {
             log_trim: Script::new(include_str!("lua/log_trim.lua")),
-            create: job_script(include_str!("lua/create.lua")),
-            record: job_script(include_str!("lua/record.lua")),
-            retry: job_script(include_str!("lua/retry.lua")),
-            resolve: job_script(include_str!("lua/resolve.lua")),
-            reconcile: Script::new(include_str!("lua/reconcile.lua")),
+            apply: Script::new(include_str!("lua/apply.lua")),
             claim: Script::new(include_str!("lua/timers_claim.lua")),
             settle: Script::new(include_str!("lua/timers_settle.lua")),
         };
@@ -237,42 +178,84 @@ impl Store {
         })
     }
 
-    /// The `EVALSHA` of a job script with the prelude's arguments; callers add their own.
-    /// Arguments are written straight into the command's buffer, once.
-    fn script_call(&self, script: &Script, job: Uuid, now: u64) -> redis::Cmd {
-        let mut cmd = redis::cmd("EVALSHA");
-        cmd.arg(script.get_hash())
-            .arg(1)
-            .arg(keys::job(job))
-            .arg(now)
-            .arg(self.ttl.running.as_millis() as u64)
-            .arg(self.ttl.retention.as_millis() as u64);
-        cmd
+    /// The one way a job changes: reads the facts `cause` needs, decides with
+    /// `baton_core::decide`, and applies the decision with the fenced script, in one round
+    /// trip together with the timers and escalation index it needs first and the reads its
+    /// dispatches need after. When a fact changed in between, reads and decides again
+    /// (bounded by `MAX_TRIES`).
+    pub(crate) async fn transition(
+        &self,
+        job: Uuid,
+        plan: &Plan,
+        cause: &Cause<'_>,
+        now: u64,
+    ) -> Result<Transition, Error> {
+        let ctx = Context {
+            now,
+            running_ttl_ms: self.ttl.running.as_millis() as u64,
+            reconcile_after_ms: self.ttl.reconcile_after.as_millis() as u64,
+        };
+        let fields = baton_core::reads(plan, cause);
+        let names: Vec<String> = fields.iter().map(Field::name).collect();
+        // A new job needs no read: its decision is guarded by the job's absence.
+        let mut read = !matches!(cause, Cause::Submitted(_));
+        for conflicts in 0..MAX_TRIES {
+            let facts = if read {
+                let values = self.job_fields(job, &names).await?;
+                Facts::from_values(&fields, values)
+            } else {
+                Facts::default()
+            };
+            read = true;
+            let decision = baton_core::decide(job, plan, &facts, cause, &ctx);
+            let Some(apply) = &decision.apply else {
+                return Ok(transition(plan, decision, Vec::new(), &[], now, conflicts));
+            };
+            let post = post_reads(plan, &decision);
+            if let Some(values) = self.apply(job, &decision, apply, &post, now).await? {
+                return Ok(transition(plan, decision, values, &post, now, conflicts));
+            }
+        }
+        Err(Error::Conflict(job))
     }
 
-    /// Runs a job script (built by `script_call`) after scheduling `timers`, in one round
-    /// trip. The timers go first: if the process dies between the two, a timer exists for a
-    /// transition that never happened (it fires, finds nothing due, and is dropped) — never
-    /// the other way round.
-    ///
-    /// `settled` is a timer made moot by this transition (the timeout of an attempt whose
-    /// result is being recorded); it is removed in the same round trip, after the script.
-    /// Removing it even if the script fails is safe: the result being recorded is still in
-    /// its work queue and is redelivered until it is recorded.
-    async fn transition(
+    /// Schedules the decision's timers and indexes its escalation, applies its writes if
+    /// their facts still hold, then reads `post`, in one pipeline; removes the timer it
+    /// settles. `None` when the facts changed (nothing was written; the timers and index
+    /// entry that went first are harmless: a timer that finds nothing due is dropped, an
+    /// index entry whose step is not escalated is skipped).
+    async fn apply(
         &self,
-        script: &Script,
-        call: redis::Cmd,
+        job: Uuid,
+        decision: &Decision,
+        apply: &Apply,
+        post: &[String],
         now: u64,
-        timers: &[(TimerMember, u64)],
-        settled: Option<&TimerMember>,
-    ) -> Result<Transition, Error> {
+    ) -> Result<Option<Vec<Option<String>>>, Error> {
         let mut pipe = redis::pipe();
-        for (member, due) in timers {
-            pipe.zadd(keys::TIMERS, member.encode(), *due).ignore();
+        if !decision.timers.is_empty() {
+            let mut zadd = redis::cmd("ZADD");
+            zadd.arg(keys::TIMERS);
+            for timer in &decision.timers {
+                zadd.arg(timer.due).arg(timer.member.encode());
+            }
+            pipe.add_command(zadd).ignore();
         }
-        pipe.add_command(call);
-        if let Some(member) = settled {
+        if let Some(id) = &decision.escalation {
+            pipe.cmd("ZADD")
+                .arg(keys::ESCALATIONS)
+                .arg("NX")
+                .arg(now)
+                .arg(id)
+                .ignore();
+        }
+        pipe.add_command(self.apply_call(job, apply));
+        if !post.is_empty() {
+            pipe.cmd("HMGET").arg(keys::job(job)).arg(post);
+        }
+        if let Some(member) = &decision.settles {
+            // Removing it even if the facts changed is safe: the result being recorded is
+            // still in its work queue and is redelivered until it is recorded.
             pipe.zrem(keys::TIMERS, member.encode()).ignore();
         }
         let mut conn = self.conn.clone();
@@ -281,18 +264,61 @@ impl Store {
                 if error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
             {
                 // Redis lost its script cache (restart or SCRIPT FLUSH): load and retry.
-                script.load_async(&mut conn).await?;
+                self.scripts.apply.load_async(&mut conn).await?;
                 pipe.query_async(&mut conn).await?
             }
             other => other?,
         };
-        let value = reply
-            .into_iter()
+        let mut reply = reply.into_iter();
+        let applied: i64 = reply
             .next()
+            .map(redis::from_redis_value)
+            .transpose()
+            .map_err(|e| Error::Reply(format!("apply: {e}")))?
             .ok_or_else(|| Error::Reply("empty".into()))?;
-        let mut transition = parse_transition(value)?;
-        transition.now = now;
-        Ok(transition)
+        if applied != 1 {
+            return Ok(None);
+        }
+        let values = match reply.next() {
+            Some(value) if !post.is_empty() => redis::from_redis_value(value)
+                .map_err(|e| Error::Reply(format!("reads after apply: {e}")))?,
+            _ => Vec::new(),
+        };
+        Ok(Some(values))
+    }
+
+    /// The `EVALSHA` of `lua/apply.lua` for one decision's writes.
+    fn apply_call(&self, job: Uuid, apply: &Apply) -> redis::Cmd {
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(self.scripts.apply.get_hash())
+            .arg(1)
+            .arg(keys::job(job));
+        match apply.expire {
+            Expire::Keep => cmd.arg(""),
+            Expire::Running => cmd.arg(self.ttl.running.as_millis() as u64),
+            Expire::Retention => cmd.arg(self.ttl.retention.as_millis() as u64),
+        };
+        cmd.arg(apply.guards.len());
+        for (field, value) in &apply.guards {
+            cmd.arg(field.name()).arg(value.as_deref().unwrap_or(""));
+        }
+        cmd.arg(apply.counts.len());
+        for (field, zero) in &apply.counts {
+            cmd.arg(field.name()).arg(if *zero { "1" } else { "0" });
+        }
+        cmd.arg(apply.set.len());
+        for (field, value) in &apply.set {
+            cmd.arg(field.name()).arg(value.as_str());
+        }
+        cmd.arg(apply.delete.len());
+        for field in &apply.delete {
+            cmd.arg(field.name());
+        }
+        cmd.arg(apply.add.len());
+        for (field, amount) in &apply.add {
+            cmd.arg(field.name()).arg(*amount);
+        }
+        cmd
     }
 
     /// Appends decision-log entries, one batch per job (entries newline-terminated, in
@@ -336,171 +362,6 @@ impl Store {
         Ok(log.unwrap_or_default())
     }
 
-    pub(crate) async fn create(
-        &self,
-        job: Uuid,
-        plan: &Plan,
-        new: NewJob<'_>,
-        now: u64,
-    ) -> Result<Transition, Error> {
-        let NewJob {
-            input,
-            idempotency_key,
-            traceparent,
-            reused,
-        } = new;
-        let mut call = self.script_call(&self.scripts.create, job, now);
-        call.arg(serde_json::to_string(plan.spec()).map_err(|e| Error::Reply(e.to_string()))?)
-            .arg(input)
-            .arg(idempotency_key.unwrap_or_default())
-            .arg(traceparent.unwrap_or_default());
-        push_steps(&mut call, plan.steps().iter(), now);
-        call.arg(reused.len());
-        for (step, output) in reused {
-            call.arg(step).arg(output);
-        }
-        let reused_ids: std::collections::HashSet<&str> =
-            reused.iter().map(|(step, _)| step.as_str()).collect();
-        let timers: Vec<_> = initial_steps(plan, &reused_ids)
-            .map(|step| {
-                (
-                    timer(job, step, 1, keys::TimerKind::Timeout),
-                    self.first_check(step, now),
-                )
-            })
-            .collect();
-        self.transition(&self.scripts.create, call, now, &timers, None)
-            .await
-    }
-
-    /// Records the outcome of one attempt of `step`.
-    pub(crate) async fn record(
-        &self,
-        job: Uuid,
-        plan: &Plan,
-        step: &Step,
-        record: Record<'_>,
-        now: u64,
-    ) -> Result<Transition, Error> {
-        let kind = match record.kind {
-            RecordKind::Ok => "ok",
-            RecordKind::Fail => "fail",
-            RecordKind::Timeout => "timeout",
-        };
-        let mut call = self.script_call(&self.scripts.record, job, now);
-        call.arg(step.id.as_str())
-            .arg(record.attempt)
-            .arg(kind)
-            .arg(record.payload)
-            .arg(if record.retryable { "1" } else { "0" })
-            .arg(step.retry.max_attempts)
-            .arg(now + record.delay_ms)
-            .arg(record.usage.map_or(0, |u| u.input_tokens))
-            .arg(record.usage.map_or(0, |u| u.output_tokens))
-            .arg(record.cost_nanos)
-            .arg(
-                record
-                    .usage
-                    .and_then(|u| u.model.as_deref())
-                    .unwrap_or_default(),
-            );
-        let mut timers = Vec::new();
-        if record.kind == RecordKind::Ok {
-            push_steps(&mut call, plan.dependents(step.id.as_str()), now);
-            push_list(&mut call, plan.sinks().map(|s| s.id.as_str()));
-            for dep in plan.dependents(step.id.as_str()) {
-                timers.push((
-                    timer(job, dep, 1, keys::TimerKind::Timeout),
-                    self.first_check(dep, now),
-                ));
-            }
-        } else {
-            let next = record.attempt + 1;
-            timers.push((
-                timer(job, step, next, keys::TimerKind::Retry),
-                now + record.delay_ms,
-            ));
-        }
-        {
-            // A result settles its attempt's timeout; a fired timeout is settled by the timer loop.
-            let settled = (record.kind != RecordKind::Timeout)
-                .then(|| timer(job, step, record.attempt, keys::TimerKind::Timeout));
-            self.transition(&self.scripts.record, call, now, &timers, settled.as_ref())
-                .await
-        }
-    }
-
-    /// Starts the attempt whose backoff ended.
-    pub(crate) async fn fire_retry(
-        &self,
-        job: Uuid,
-        step: &Step,
-        attempt: u32,
-        now: u64,
-    ) -> Result<Transition, Error> {
-        let mut call = self.script_call(&self.scripts.retry, job, now);
-        call.arg(step.id.as_str())
-            .arg(attempt)
-            .arg(now + step.timeout_ms);
-        push_list(&mut call, step.needs.iter().map(|n| n.as_str()));
-        let timers = [(
-            timer(job, step, attempt, keys::TimerKind::Timeout),
-            self.first_check(step, now),
-        )];
-        self.transition(&self.scripts.retry, call, now, &timers, None)
-            .await
-    }
-
-    /// Resolves an escalated step.
-    pub(crate) async fn resolve(
-        &self,
-        job: Uuid,
-        plan: &Plan,
-        step: &Step,
-        resolution: Resolution<'_>,
-        now: u64,
-    ) -> Result<Transition, Error> {
-        let Resolution {
-            action,
-            payload,
-            next_attempt,
-        } = resolution;
-        let mut call = self.script_call(&self.scripts.resolve, job, now);
-        call.arg(step.id.as_str())
-            .arg(action)
-            .arg(payload)
-            .arg(now + step.timeout_ms);
-        push_steps(&mut call, plan.dependents(step.id.as_str()), now);
-        push_list(&mut call, plan.sinks().map(|s| s.id.as_str()));
-        push_list(&mut call, step.needs.iter().map(|n| n.as_str()));
-        let timers: Vec<_> = match action {
-            "output" => plan
-                .dependents(step.id.as_str())
-                .map(|dep| {
-                    (
-                        timer(job, dep, 1, keys::TimerKind::Timeout),
-                        self.first_check(dep, now),
-                    )
-                })
-                .collect(),
-            "retry" => vec![(
-                timer(job, step, next_attempt, keys::TimerKind::Timeout),
-                self.first_check(step, now),
-            )],
-            _ => Vec::new(),
-        };
-        self.transition(&self.scripts.resolve, call, now, &timers, None)
-            .await
-    }
-
-    /// When the timer of an attempt starting at `now` first fires: at its deadline, or
-    /// earlier for the reconciler's first look at its task.
-    pub(crate) fn first_check(&self, step: &Step, now: u64) -> u64 {
-        now + step
-            .timeout_ms
-            .min(self.ttl.reconcile_after.as_millis() as u64)
-    }
-
     /// How long a running job's keys live without a transition.
     pub(crate) fn running_ttl(&self) -> Duration {
         self.ttl.running
@@ -510,27 +371,6 @@ impl Store {
     pub(crate) fn reconcile_after(&self) -> Duration {
         self.ttl.reconcile_after
     }
-
-    /// Stores the reconciler's note on `attempt` of `step`, if it is still running.
-    pub(crate) async fn note_reconcile(
-        &self,
-        job: Uuid,
-        step: &str,
-        attempt: u32,
-        note: &str,
-    ) -> Result<(), Error> {
-        let _: i64 = self
-            .scripts
-            .reconcile
-            .key(keys::job(job))
-            .arg(step)
-            .arg(attempt)
-            .arg(note)
-            .invoke_async(&mut self.conn.clone())
-            .await?;
-        Ok(())
-    }
-
     /// Claims up to `batch` due timers for `lease`; returns them with their lease score and
     /// the earliest score still in the set.
     pub(crate) async fn claim_timers(
@@ -672,17 +512,6 @@ impl Store {
             .await?)
     }
 
-    pub(crate) async fn index_escalation(&self, id: &str, now: u64) -> Result<(), Error> {
-        let _: i64 = redis::cmd("ZADD")
-            .arg(keys::ESCALATIONS)
-            .arg("NX")
-            .arg(now)
-            .arg(id)
-            .query_async(&mut self.conn.clone())
-            .await?;
-        Ok(())
-    }
-
     pub(crate) async fn unindex_escalation(&self, id: &str) -> Result<(), Error> {
         let _: i64 = redis::cmd("ZREM")
             .arg(keys::ESCALATIONS)
@@ -707,98 +536,124 @@ impl Store {
     }
 }
 
-/// The steps a new job starts with: not reused, and every need reused (roots, without reuse).
-pub(crate) fn initial_steps<'a>(
-    plan: &'a Plan,
-    reused: &'a std::collections::HashSet<&str>,
-) -> impl Iterator<Item = &'a Step> + 'a {
-    plan.steps().iter().filter(move |step| {
-        !reused.contains(step.id.as_str())
-            && step.needs.iter().all(|need| reused.contains(need.as_str()))
-    })
-}
-
-fn timer(job: Uuid, step: &Step, attempt: u32, kind: keys::TimerKind) -> TimerMember {
-    TimerMember {
-        job,
-        step: step.id.to_string(),
-        attempt,
-        kind,
-    }
-}
-
-/// Appends steps in the layout `read_steps` in common.lua expects.
-/// Step specs for a script: id, the deadline of an attempt starting at `now`, needs.
-fn push_steps<'a>(call: &mut redis::Cmd, steps: impl Iterator<Item = &'a Step>, now: u64) {
-    let steps: Vec<&Step> = steps.collect();
-    call.arg(steps.len());
-    for step in steps {
-        call.arg(step.id.as_str())
-            .arg(now + step.timeout_ms)
-            .arg(step.needs.len());
-        for need in &step.needs {
-            call.arg(need.as_str());
+/// The fields a decision's effects read once it is applied: the job input and, for each
+/// started attempt, its input override and the outputs of its needs not already in hand
+/// (each field once); for the job's end, its totals and idempotency mapping. Outputs of
+/// succeeded steps never change, so reading them after the write is as good as before.
+fn post_reads(plan: &Plan, decision: &Decision) -> Vec<String> {
+    let mut fields = Vec::new();
+    if !decision.dispatch.is_empty() {
+        if decision.input.is_none() {
+            fields.push(Field::Input.name());
+        }
+        let mut seen = std::collections::HashSet::new();
+        for start in &decision.dispatch {
+            fields.push(Field::step(StepField::Input, &start.step).name());
+            let Some(step) = plan.step(&start.step) else {
+                continue;
+            };
+            for need in &step.needs {
+                let known = decision.known.iter().any(|(id, _)| id == need.as_str());
+                if !known && seen.insert(need.as_str()) {
+                    fields.push(Field::step(StepField::Output, need.as_str()).name());
+                }
+            }
         }
     }
-}
-
-fn push_list<'a>(call: &mut redis::Cmd, items: impl Iterator<Item = &'a str>) {
-    let items: Vec<&str> = items.collect();
-    call.arg(items.len());
-    for item in items {
-        call.arg(item);
-    }
-}
-
-fn parse_transition(value: redis::Value) -> Result<Transition, Error> {
-    let redis::Value::Array(items) = value else {
-        return Err(Error::Reply(format!("{value:?}")));
-    };
-    let mut items = items.into_iter();
-    let mut text = |name: &str| -> Result<String, Error> {
-        match items.next() {
-            None | Some(redis::Value::Nil) => Ok(String::new()),
-            Some(value) => redis::from_redis_value::<String>(value)
-                .map_err(|e| Error::Reply(format!("{name}: {e}"))),
+    if decision.ends.is_some() {
+        for field in [
+            Field::UsageInput,
+            Field::UsageOutput,
+            Field::UsageCost,
+            Field::Idempotency,
+        ] {
+            fields.push(field.name());
         }
-    };
-    let outcome = text("outcome")?;
-    let status = text("status")?;
-    let detail = text("detail")?;
-    let input = text("input")?;
-    let started = Started::parse(&text("started")?);
-    let ending = text("ending")?;
-    let ending = (!ending.is_empty())
-        .then(|| serde_json::from_str::<Ending>(&ending))
-        .transpose()
-        .map_err(|e| Error::Reply(format!("ending: {e}")))?;
-    let mut dispatch = Vec::new();
-    for item in items {
-        let parts: Vec<String> =
-            redis::from_redis_value(item).map_err(|e| Error::Reply(format!("dispatch: {e}")))?;
-        let mut parts = parts.into_iter();
-        let (Some(step), Some(attempt), Some(input_override)) =
-            (parts.next(), parts.next(), parts.next())
-        else {
-            return Err(Error::Reply("short dispatch item".into()));
-        };
-        dispatch.push(Dispatch {
-            step,
-            attempt: attempt
-                .parse()
-                .map_err(|_| Error::Reply(format!("attempt {attempt}")))?,
-            input_override: (!input_override.is_empty()).then_some(input_override),
-            needs: parts.collect(),
+    }
+    fields
+}
+
+/// The transition a decision made, with what was read after it was applied.
+fn transition(
+    plan: &Plan,
+    decision: Decision,
+    values: Vec<Option<String>>,
+    post: &[String],
+    now: u64,
+    conflicts: u32,
+) -> Transition {
+    let read: HashMap<&str, String> = post
+        .iter()
+        .map(String::as_str)
+        .zip(values)
+        .filter_map(|(field, value)| value.map(|value| (field, value)))
+        .collect();
+    let get = |field: Field| read.get(field.name().as_str()).cloned();
+    let input = decision
+        .input
+        .clone()
+        .or_else(|| get(Field::Input))
+        .unwrap_or_else(|| {
+            if decision.dispatch.is_empty() {
+                String::new()
+            } else {
+                "null".to_owned()
+            }
         });
-    }
-    Ok(Transition {
+    let Decision {
         outcome,
         status,
-        detail,
+        dispatch,
+        timers,
+        ends,
+        started,
+        known,
+        ..
+    } = decision;
+    let ending = ends.map(|end| Ending {
+        ui: get(Field::UsageInput),
+        uo: get(Field::UsageOutput),
+        uc: get(Field::UsageCost),
+        idem: get(Field::Idempotency),
+        error: match end {
+            End::Succeeded => None,
+            End::Failed { error } => Some(error),
+        },
+    });
+    let dispatch = dispatch
+        .into_iter()
+        .map(|start| {
+            let needs = plan
+                .step(&start.step)
+                .map(|step| step.needs.as_slice())
+                .unwrap_or_default()
+                .iter()
+                .map(|need| {
+                    known
+                        .iter()
+                        .find(|(id, _)| id == need.as_str())
+                        .map(|(_, output)| output.clone())
+                        .or_else(|| get(Field::step(StepField::Output, need.as_str())))
+                        .unwrap_or_else(|| "null".to_owned())
+                })
+                .collect();
+            Dispatch {
+                input_override: get(Field::step(StepField::Input, &start.step)),
+                step: start.step,
+                attempt: start.attempt,
+                needs,
+            }
+        })
+        .collect();
+    Transition {
+        outcome,
+        status,
         input,
         started,
-        now: 0,
+        now,
         ending,
         dispatch,
-    })
+        timers: timers.iter().map(|t| t.due).collect(),
+        conflicts,
+    }
 }

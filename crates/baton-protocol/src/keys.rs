@@ -10,12 +10,13 @@
 //! |---|---|
 //! | `status` | job status (`running`, `succeeded`, …) |
 //! | `plan`, `input` | the plan (normalised JSON) and the job input |
+//! | `pr` | the plan's revision (absent: 1); caches of the plan key on it |
 //! | `created`, `updated` | unix milliseconds |
 //! | `x` | when the running TTL was last set (unix ms); set again once half of it has run |
 //! | `left` | steps not yet succeeded |
 //! | `escalated` | open escalations |
 //! | `idem` | the Redis key of the job's idempotency mapping, if any |
-//! | `output`, `error` | the job's output or failure reason, once it ends |
+//! | `output`, `error` | the job's output (written by releases before the decision core; now derived from the sinks' outputs when read) or failure reason, once it ends |
 //! | `s.<step>` | step status: `waiting`, `running`, `retrying`, `succeeded`, `escalated`, `failed`, `cancelled` |
 //! | `a.<step>` | current attempt (1-based; absent or 0 before the first dispatch) |
 //! | `b.<step>` | attempts already spent before the current retry budget (raised by a human retry; absent: 0) |
@@ -73,6 +74,14 @@ pub mod field {
     pub const USAGE_COST: &str = "uc";
     /// Decision-log entries dropped to keep the log within its bound.
     pub const LOG_DROPPED: &str = "ld";
+    /// The plan's revision (absent: 1).
+    pub const PLAN_REVISION: &str = "pr";
+    /// When the running TTL was last set (unix ms).
+    pub const TTL_MARK: &str = "x";
+    /// Steps not yet succeeded.
+    pub const LEFT: &str = "left";
+    /// Open escalations.
+    pub const ESCALATED: &str = "escalated";
     /// The submitter's W3C `traceparent`, when it sent one: the job's trace id and the
     /// parent of its job span (the coordinator derives every other span id).
     pub const TRACE_PARENT: &str = "tp";
@@ -82,6 +91,14 @@ pub mod field {
     }
     pub fn step_attempt(step: &str) -> String {
         format!("a.{step}")
+    }
+    /// Attempts spent before the current retry budget (absent: 0).
+    pub fn step_base(step: &str) -> String {
+        format!("b.{step}")
+    }
+    /// Needs not yet succeeded (absent: 0).
+    pub fn step_waiting(step: &str) -> String {
+        format!("w.{step}")
     }
     pub fn step_output(step: &str) -> String {
         format!("o.{step}")

@@ -1,0 +1,719 @@
+//! `decide`: the one function that decides every transition of a job, from its recorded facts
+//! and the cause, with no I/O. `reads` says which facts a cause needs.
+
+use baton_protocol::keys::{TimerKind, TimerMember};
+use baton_protocol::messages::{JobStatus, StepStatus};
+use baton_protocol::plan::{Plan, Step};
+use uuid::Uuid;
+
+use crate::decision::{Apply, Decision, End, Expire, Outcome, Start, Started, Timer};
+use crate::facts::Facts;
+use crate::field::{Field, StepField};
+
+/// What a decision takes from its surroundings: the time and the TTL settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Context {
+    /// Unix ms: when the decision is taken.
+    pub now: u64,
+    /// How long a running job's state lives without a transition (ms).
+    pub running_ttl_ms: u64,
+    /// How long an attempt runs before the reconciler first looks at its task (ms).
+    pub reconcile_after_ms: u64,
+}
+
+impl Context {
+    /// When an attempt starting now is first looked at: its deadline, or earlier for the
+    /// reconciler's first look at its task.
+    pub fn first_check(&self, step: &Step) -> u64 {
+        self.now + step.timeout_ms.min(self.reconcile_after_ms)
+    }
+}
+
+/// Why a transition happens.
+#[derive(Debug, Clone, Copy)]
+pub enum Cause<'a> {
+    /// A job is to be created.
+    Submitted(NewJob<'a>),
+    /// A worker answered an attempt (or the coordinator failed it in a worker's stead: a
+    /// task that cannot be built, a poison task).
+    Result {
+        step: &'a Step,
+        attempt: u32,
+        outcome: Attempt<'a>,
+        usage: Usage<'a>,
+    },
+    /// An attempt's deadline passed.
+    TimedOut {
+        step: &'a Step,
+        attempt: u32,
+        /// The failure (JSON) and the backoff before the next attempt.
+        failure: &'a str,
+        retry_delay_ms: u64,
+    },
+    /// A retry's backoff ended.
+    RetryDue { step: &'a Step, attempt: u32 },
+    /// A human resolved an escalated step.
+    Resolved {
+        step: &'a Step,
+        resolution: Resolution<'a>,
+    },
+    /// The reconciler looked at a running attempt's task and notes where it sits.
+    Reconcile {
+        step: &'a Step,
+        attempt: u32,
+        note: &'a str,
+    },
+}
+
+/// What a new job starts from.
+#[derive(Debug, Clone, Copy)]
+pub struct NewJob<'a> {
+    /// The plan as stored (normalised JSON).
+    pub plan: &'a str,
+    /// The job input (JSON).
+    pub input: &'a str,
+    /// The Redis key of its idempotency mapping.
+    pub idempotency_key: Option<&'a str>,
+    pub traceparent: Option<&'a str>,
+    /// Outputs a rerun reuses: (step, output JSON); those steps start succeeded.
+    pub reused: &'a [(String, String)],
+}
+
+/// An attempt's outcome.
+#[derive(Debug, Clone, Copy)]
+pub enum Attempt<'a> {
+    Succeeded {
+        output: &'a str,
+    },
+    Failed {
+        /// The failure as recorded (JSON).
+        failure: &'a str,
+        retryable: bool,
+        /// The backoff before the next attempt, if there is one.
+        retry_delay_ms: u64,
+    },
+}
+
+/// Tokens and cost an attempt reported.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Usage<'a> {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cost_nanos: u64,
+    pub model: Option<&'a str>,
+}
+
+/// A human's resolution of an escalated step.
+#[derive(Debug, Clone, Copy)]
+pub enum Resolution<'a> {
+    /// Supply the step's output.
+    Output(&'a str),
+    /// Another attempt with a fresh budget, optionally with a replacement input (JSON).
+    Retry { input: Option<&'a str> },
+    /// Fail the job.
+    Fail { reason: &'a str },
+}
+
+fn step_field(field: StepField, step: &Step) -> Field {
+    Field::step(field, step.id.as_str())
+}
+
+/// The facts `decide` needs for `cause`, to read in one go.
+pub fn reads(plan: &Plan, cause: &Cause<'_>) -> Vec<Field> {
+    let mut fields = vec![Field::Status];
+    let mut step_fields = |step: &Step, list: &[StepField]| {
+        fields.extend(list.iter().map(|f| step_field(*f, step)));
+    };
+    match cause {
+        Cause::Submitted(_) => {}
+        Cause::Result { step, outcome, .. } => {
+            step_fields(
+                step,
+                &[
+                    StepField::Status,
+                    StepField::Attempt,
+                    StepField::Base,
+                    StepField::AttemptStarted,
+                    StepField::Started,
+                ],
+            );
+            fields.push(Field::TtlMark);
+            if let Attempt::Succeeded { .. } = outcome {
+                succeed_reads(plan, step, &mut fields);
+            }
+        }
+        Cause::TimedOut { step, .. } => {
+            step_fields(
+                step,
+                &[
+                    StepField::Status,
+                    StepField::Attempt,
+                    StepField::Base,
+                    StepField::Due,
+                    StepField::AttemptStarted,
+                    StepField::Started,
+                ],
+            );
+            fields.push(Field::TtlMark);
+        }
+        Cause::RetryDue { step, .. } => {
+            step_fields(
+                step,
+                &[StepField::Status, StepField::Attempt, StepField::Due],
+            );
+            fields.push(Field::TtlMark);
+        }
+        Cause::Resolved { step, resolution } => {
+            step_fields(step, &[StepField::Status, StepField::Attempt]);
+            fields.push(Field::Escalated);
+            fields.push(Field::TtlMark);
+            if let Resolution::Output(_) = resolution {
+                succeed_reads(plan, step, &mut fields);
+            }
+        }
+        Cause::Reconcile { step, .. } => {
+            step_fields(step, &[StepField::Status, StepField::Attempt]);
+        }
+    }
+    fields
+}
+
+/// What a success reads besides the step: the steps left and its dependents' waiting counts.
+fn succeed_reads(plan: &Plan, step: &Step, fields: &mut Vec<Field>) {
+    fields.push(Field::Left);
+    fields.extend(
+        plan.dependents(step.id.as_str())
+            .map(|dep| step_field(StepField::Waiting, dep)),
+    );
+}
+
+/// Decides what `cause` does to `job`, given the facts `reads` named.
+pub fn decide(job: Uuid, plan: &Plan, facts: &Facts, cause: &Cause<'_>, ctx: &Context) -> Decision {
+    if let Cause::Submitted(new) = cause {
+        return create(job, plan, facts, new, ctx);
+    }
+    let status = match facts.status() {
+        None if !facts.exists() => return Decision::nothing(Outcome::Missing, JobStatus::Pending),
+        None => JobStatus::Running,
+        Some(status) if status.is_terminal() => return Decision::nothing(Outcome::Ended, status),
+        Some(status) => status,
+    };
+    match *cause {
+        // Decided above: a new job is not fenced by a status.
+        Cause::Submitted(_) => Decision::nothing(Outcome::Exists, status),
+        Cause::Result {
+            step,
+            attempt,
+            outcome,
+            usage,
+        } => {
+            let mut decision = match outcome {
+                Attempt::Succeeded { output } => {
+                    record(facts, step, attempt, status, ctx, None, |d, a| {
+                        let ends = succeed(job, plan, facts, step, output, d, a, ctx);
+                        d.status = if ends { JobStatus::Succeeded } else { status };
+                        d.outcome = Outcome::Succeeded;
+                    })
+                }
+                Attempt::Failed {
+                    failure,
+                    retryable,
+                    retry_delay_ms,
+                } => record(facts, step, attempt, status, ctx, None, |d, a| {
+                    fail(
+                        job,
+                        facts,
+                        step,
+                        attempt,
+                        failure,
+                        retryable,
+                        retry_delay_ms,
+                        d,
+                        a,
+                        ctx,
+                    )
+                }),
+            };
+            if decision.outcome.changed() {
+                add_usage(&mut decision, step, &usage);
+                decision.settles = Some(timer(job, step, attempt, TimerKind::Timeout));
+            }
+            decision
+        }
+        Cause::TimedOut {
+            step,
+            attempt,
+            failure,
+            retry_delay_ms,
+        } => {
+            let due = facts.step_number(StepField::Due, step.id.as_str());
+            record(facts, step, attempt, status, ctx, Some(due), |d, a| {
+                fail(
+                    job,
+                    facts,
+                    step,
+                    attempt,
+                    failure,
+                    true,
+                    retry_delay_ms,
+                    d,
+                    a,
+                    ctx,
+                )
+            })
+        }
+        Cause::RetryDue { step, attempt } => retry_due(job, facts, step, attempt, status, ctx),
+        Cause::Resolved { step, resolution } => {
+            resolve(job, plan, facts, step, resolution, status, ctx)
+        }
+        Cause::Reconcile {
+            step,
+            attempt,
+            note,
+        } => {
+            if let Some(stale) = fence(facts, step, StepStatus::Running, attempt, status) {
+                return stale;
+            }
+            let mut apply = Apply::default();
+            guard_step(&mut apply, facts, step);
+            apply.set(step_field(StepField::Reconcile, step), note);
+            Decision {
+                apply: Some(apply),
+                ..Decision::nothing(Outcome::Noted, status)
+            }
+        }
+    }
+}
+
+fn timer(job: Uuid, step: &Step, attempt: u32, kind: TimerKind) -> TimerMember {
+    TimerMember {
+        job,
+        step: step.id.to_string(),
+        attempt,
+        kind,
+    }
+}
+
+/// `None` when `step` is in `expected` at `attempt`; else the stale decision.
+fn fence(
+    facts: &Facts,
+    step: &Step,
+    expected: StepStatus,
+    attempt: u32,
+    status: JobStatus,
+) -> Option<Decision> {
+    let current = facts.step_status(step.id.as_str());
+    let current_attempt = facts.attempt(step.id.as_str());
+    (current != Some(expected) || current_attempt != attempt).then(|| {
+        Decision::nothing(
+            Outcome::Stale {
+                step: current,
+                attempt: current_attempt,
+            },
+            status,
+        )
+    })
+}
+
+/// Guards the step's status and attempt at the values read.
+fn guard_step(apply: &mut Apply, facts: &Facts, step: &Step) {
+    for field in [StepField::Status, StepField::Attempt] {
+        let value = facts.step(field, step.id.as_str()).map(str::to_owned);
+        apply.guard(step_field(field, step), value);
+    }
+}
+
+/// Sets the running TTL again once half of it has run since it was last set.
+fn refresh(apply: &mut Apply, facts: &Facts, ctx: &Context) {
+    if ctx.now.saturating_sub(facts.number(&Field::TtlMark)) >= ctx.running_ttl_ms / 2 {
+        expire_running(apply, ctx);
+    }
+}
+
+/// Sets the running TTL, and notes when (`TtlMark`).
+fn expire_running(apply: &mut Apply, ctx: &Context) {
+    apply.expire = Expire::Running;
+    apply.set(Field::TtlMark, ctx.now.to_string());
+}
+
+/// An attempt's outcome: fenced by the step's running attempt (and, for a timeout, its due
+/// time), then `then` fills in the decision.
+#[allow(clippy::too_many_arguments)]
+fn record(
+    facts: &Facts,
+    step: &Step,
+    attempt: u32,
+    status: JobStatus,
+    ctx: &Context,
+    due: Option<u64>,
+    then: impl FnOnce(&mut Decision, &mut Apply),
+) -> Decision {
+    if let Some(stale) = fence(facts, step, StepStatus::Running, attempt, status) {
+        return stale;
+    }
+    if let Some(due) = due
+        && due > ctx.now
+    {
+        return Decision::nothing(Outcome::Later { due }, status);
+    }
+    let id = step.id.as_str();
+    let started = facts
+        .step(StepField::AttemptStarted, id)
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(|attempt_ms| Started {
+            attempt_ms,
+            step_ms: facts
+                .step(StepField::Started, id)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(attempt_ms),
+        });
+    let mut apply = Apply::default();
+    guard_step(&mut apply, facts, step);
+    if let Some(due) = due {
+        apply.guard(step_field(StepField::Due, step), Some(due.to_string()));
+    }
+    let mut decision = Decision {
+        started,
+        ..Decision::nothing(Outcome::Succeeded, status)
+    };
+    then(&mut decision, &mut apply);
+    decision.apply = Some(apply);
+    decision
+}
+
+/// A failed attempt: another attempt after the backoff while the policy allows, else an
+/// escalation to a human. The one place the escalation rule lives.
+#[allow(clippy::too_many_arguments)]
+fn fail(
+    job: Uuid,
+    facts: &Facts,
+    step: &Step,
+    attempt: u32,
+    failure: &str,
+    retryable: bool,
+    retry_delay_ms: u64,
+    decision: &mut Decision,
+    apply: &mut Apply,
+    ctx: &Context,
+) {
+    let now = ctx.now.to_string();
+    apply
+        .set(step_field(StepField::Error, step), failure)
+        .set(Field::Updated, now);
+    refresh(apply, facts, ctx);
+    let base = u32::try_from(facts.step_number(StepField::Base, step.id.as_str())).unwrap_or(0);
+    if retryable && attempt.saturating_sub(base) < step.retry.max_attempts {
+        let next = attempt + 1;
+        let due = ctx.now + retry_delay_ms;
+        apply
+            .set(
+                step_field(StepField::Status, step),
+                StepStatus::Retrying.as_str(),
+            )
+            .set(step_field(StepField::Attempt, step), next.to_string())
+            .set(step_field(StepField::Due, step), due.to_string());
+        decision.timers.push(Timer {
+            member: timer(job, step, next, TimerKind::Retry),
+            due,
+        });
+        decision.outcome = Outcome::Retrying { next_attempt: next };
+    } else {
+        apply
+            .set(
+                step_field(StepField::Status, step),
+                StepStatus::Escalated.as_str(),
+            )
+            .set(Field::Status, JobStatus::Escalated.as_str());
+        apply.delete.push(step_field(StepField::Due, step));
+        apply.add.push((Field::Escalated, 1));
+        decision.escalation = Some(baton_protocol::keys::escalation_id(job, step.id.as_str()));
+        decision.status = JobStatus::Escalated;
+        decision.outcome = Outcome::Escalated;
+    }
+}
+
+/// Records a step's output and starts every dependent whose needs have now all succeeded;
+/// returns whether this ends the job.
+#[allow(clippy::too_many_arguments)]
+fn succeed(
+    job: Uuid,
+    plan: &Plan,
+    facts: &Facts,
+    step: &Step,
+    output: &str,
+    decision: &mut Decision,
+    apply: &mut Apply,
+    ctx: &Context,
+) -> bool {
+    let now = ctx.now.to_string();
+    apply.delete.push(step_field(StepField::Due, step));
+    apply.delete.push(step_field(StepField::Input, step));
+    apply
+        .set(
+            step_field(StepField::Status, step),
+            StepStatus::Succeeded.as_str(),
+        )
+        .set(step_field(StepField::Output, step), output)
+        .set(Field::Updated, now.clone());
+    let ends = facts.number(&Field::Left) <= 1;
+    apply.counts.push((Field::Left, ends));
+    for dep in plan.dependents(step.id.as_str()) {
+        let starts = facts.step_number(StepField::Waiting, dep.id.as_str()) <= 1;
+        apply
+            .counts
+            .push((step_field(StepField::Waiting, dep), starts));
+        if starts {
+            start(job, dep, 1, decision, apply, ctx);
+            apply
+                .set(step_field(StepField::Attempt, dep), "1")
+                .set(step_field(StepField::Started, dep), now.clone());
+        }
+    }
+    decision
+        .known
+        .push((step.id.to_string(), output.to_owned()));
+    if ends {
+        apply.set(Field::Status, JobStatus::Succeeded.as_str());
+        apply.expire = Expire::Retention;
+        decision.ends = Some(End::Succeeded);
+    } else {
+        refresh(apply, facts, ctx);
+    }
+    ends
+}
+
+/// Starts `attempt` of `step` now: running, with its deadline, and its timer.
+fn start(
+    job: Uuid,
+    step: &Step,
+    attempt: u32,
+    decision: &mut Decision,
+    apply: &mut Apply,
+    ctx: &Context,
+) {
+    apply
+        .set(
+            step_field(StepField::Status, step),
+            StepStatus::Running.as_str(),
+        )
+        .set(
+            step_field(StepField::Due, step),
+            (ctx.now + step.timeout_ms).to_string(),
+        )
+        .set(
+            step_field(StepField::AttemptStarted, step),
+            ctx.now.to_string(),
+        );
+    decision.dispatch.push(Start {
+        step: step.id.to_string(),
+        attempt,
+    });
+    decision.timers.push(Timer {
+        member: timer(job, step, attempt, TimerKind::Timeout),
+        due: ctx.first_check(step),
+    });
+}
+
+fn add_usage(decision: &mut Decision, step: &Step, usage: &Usage<'_>) {
+    let Some(apply) = decision.apply.as_mut() else {
+        return;
+    };
+    if usage.input_tokens == 0 && usage.output_tokens == 0 && usage.cost_nanos == 0 {
+        if let Some(model) = usage.model {
+            apply.set(step_field(StepField::UsageModel, step), model);
+        } else {
+            return;
+        }
+    } else if let Some(model) = usage.model {
+        apply.set(step_field(StepField::UsageModel, step), model);
+    }
+    let amount = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    for (step_total, job_total, n) in [
+        (StepField::UsageInput, Field::UsageInput, usage.input_tokens),
+        (
+            StepField::UsageOutput,
+            Field::UsageOutput,
+            usage.output_tokens,
+        ),
+        (StepField::UsageCost, Field::UsageCost, usage.cost_nanos),
+    ] {
+        apply.add.push((step_field(step_total, step), amount(n)));
+        apply.add.push((job_total, amount(n)));
+    }
+}
+
+fn retry_due(
+    job: Uuid,
+    facts: &Facts,
+    step: &Step,
+    attempt: u32,
+    status: JobStatus,
+    ctx: &Context,
+) -> Decision {
+    if let Some(stale) = fence(facts, step, StepStatus::Retrying, attempt, status) {
+        return stale;
+    }
+    let due = facts.step_number(StepField::Due, step.id.as_str());
+    if due > ctx.now {
+        return Decision::nothing(Outcome::Later { due }, status);
+    }
+    let mut decision = Decision::nothing(Outcome::Dispatched, status);
+    let mut apply = Apply::default();
+    guard_step(&mut apply, facts, step);
+    start(job, step, attempt, &mut decision, &mut apply, ctx);
+    apply.set(Field::Updated, ctx.now.to_string());
+    refresh(&mut apply, facts, ctx);
+    decision.apply = Some(apply);
+    decision
+}
+
+fn resolve(
+    job: Uuid,
+    plan: &Plan,
+    facts: &Facts,
+    step: &Step,
+    resolution: Resolution<'_>,
+    status: JobStatus,
+    ctx: &Context,
+) -> Decision {
+    let current = facts.step_status(step.id.as_str());
+    if current != Some(StepStatus::Escalated) {
+        return Decision::nothing(Outcome::NotEscalated { step: current }, status);
+    }
+    let mut decision = Decision::nothing(Outcome::Resolved, status);
+    let mut apply = Apply::default();
+    guard_step(&mut apply, facts, step);
+    let last = facts.number(&Field::Escalated) <= 1;
+    apply.counts.push((Field::Escalated, last));
+    let next = if last {
+        JobStatus::Running
+    } else {
+        JobStatus::Escalated
+    };
+    decision.status = next;
+    let now = ctx.now.to_string();
+    match resolution {
+        Resolution::Output(output) => {
+            if succeed(
+                job,
+                plan,
+                facts,
+                step,
+                output,
+                &mut decision,
+                &mut apply,
+                ctx,
+            ) {
+                decision.status = JobStatus::Succeeded;
+            } else {
+                apply.set(Field::Status, next.as_str());
+            }
+        }
+        Resolution::Retry { input } => {
+            // A fresh retry budget: the attempts already spent become the base.
+            let attempt = facts.attempt(step.id.as_str());
+            start(job, step, attempt + 1, &mut decision, &mut apply, ctx);
+            apply
+                .set(
+                    step_field(StepField::Attempt, step),
+                    (attempt + 1).to_string(),
+                )
+                .set(step_field(StepField::Base, step), attempt.to_string())
+                .set(Field::Status, next.as_str())
+                .set(Field::Updated, now);
+            if let Some(input) = input {
+                apply.set(step_field(StepField::Input, step), input);
+            }
+            refresh(&mut apply, facts, ctx);
+        }
+        Resolution::Fail { reason } => {
+            apply
+                .set(
+                    step_field(StepField::Status, step),
+                    StepStatus::Failed.as_str(),
+                )
+                .set(Field::Status, JobStatus::Failed.as_str())
+                .set(Field::Error, reason)
+                .set(Field::Updated, now);
+            apply.expire = Expire::Retention;
+            decision.status = JobStatus::Failed;
+            decision.ends = Some(End::Failed {
+                error: reason.to_owned(),
+            });
+        }
+    }
+    decision.apply = Some(apply);
+    decision
+}
+
+fn create(job: Uuid, plan: &Plan, facts: &Facts, new: &NewJob<'_>, ctx: &Context) -> Decision {
+    if facts.exists() {
+        let status = facts.status().unwrap_or(JobStatus::Running);
+        return Decision::nothing(Outcome::Exists, status);
+    }
+    let reused: std::collections::HashMap<&str, &str> = new
+        .reused
+        .iter()
+        .map(|(step, output)| (step.as_str(), output.as_str()))
+        .collect();
+    let now = ctx.now.to_string();
+    let mut decision = Decision::nothing(Outcome::Created, JobStatus::Running);
+    let mut apply = Apply::default();
+    apply
+        .guard(Field::Status, None)
+        .set(Field::Status, JobStatus::Running.as_str())
+        .set(Field::Plan, new.plan)
+        .set(Field::Input, new.input)
+        .set(Field::Created, now.clone())
+        .set(Field::Updated, now.clone())
+        .set(
+            Field::Left,
+            (plan.steps().len().saturating_sub(reused.len())).to_string(),
+        )
+        .set(Field::Escalated, "0");
+    expire_running(&mut apply, ctx);
+    if let Some(key) = new.idempotency_key {
+        apply.set(Field::Idempotency, key);
+    }
+    if let Some(traceparent) = new.traceparent {
+        apply.set(Field::TraceParent, traceparent);
+    }
+    for (step, output) in new.reused {
+        apply
+            .set(
+                Field::step(StepField::Status, step),
+                StepStatus::Succeeded.as_str(),
+            )
+            .set(Field::step(StepField::Output, step), output.as_str());
+    }
+    for step in plan.steps() {
+        if reused.contains_key(step.id.as_str()) {
+            continue;
+        }
+        let waiting = step
+            .needs
+            .iter()
+            .filter(|need| !reused.contains_key(need.as_str()))
+            .count();
+        if waiting == 0 {
+            start(job, step, 1, &mut decision, &mut apply, ctx);
+            apply
+                .set(step_field(StepField::Attempt, step), "1")
+                .set(step_field(StepField::Started, step), now.clone());
+        } else {
+            apply
+                .set(
+                    step_field(StepField::Status, step),
+                    StepStatus::Waiting.as_str(),
+                )
+                .set(step_field(StepField::Waiting, step), waiting.to_string());
+        }
+    }
+    decision.known = new.reused.to_vec();
+    decision.input = Some(new.input.to_owned());
+    decision.apply = Some(apply);
+    decision
+}
+
+#[cfg(test)]
+mod tests;

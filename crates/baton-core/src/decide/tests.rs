@@ -1,0 +1,558 @@
+//! Every outcome of `decide`, with no servers: facts in, typed decision out.
+
+use baton_protocol::keys::{TimerKind, TimerMember};
+use baton_protocol::messages::{JobStatus, StepStatus};
+use baton_protocol::plan::Plan;
+use serde_json::json;
+use uuid::Uuid;
+
+use super::*;
+use crate::decision::{Apply, End, Expire, Outcome};
+use crate::facts::Facts;
+use crate::field::{Field, StepField};
+
+const NOW: u64 = 1_000_000;
+const CTX: Context = Context {
+    now: NOW,
+    running_ttl_ms: 10_000,
+    reconcile_after_ms: 500,
+};
+
+fn job() -> Uuid {
+    Uuid::from_u128(7)
+}
+
+/// a → (b, c) → d; b has 2 attempts and a 1 s timeout.
+fn diamond() -> Plan {
+    Plan::from_value(
+        json!({"steps": [
+            {"id": "a", "agent": "sim"},
+            {"id": "b", "agent": "sim", "needs": ["a"], "timeout_ms": 1000, "retry": {"max_attempts": 2}},
+            {"id": "c", "agent": "sim", "needs": ["a"]},
+            {"id": "d", "agent": "sim", "needs": ["b", "c"]},
+        ]}),
+        &baton_protocol::Limits::default(),
+    )
+    .expect("valid plan")
+}
+
+fn sf(field: StepField, step: &str) -> Field {
+    Field::step(field, step)
+}
+
+/// A running job whose step `step` runs attempt `attempt`.
+fn running(step: &str, attempt: u32) -> Facts {
+    let mut facts = Facts::default();
+    facts.insert(Field::Status, "running");
+    facts.insert(Field::TtlMark, NOW.to_string());
+    facts.insert(sf(StepField::Status, step), "running");
+    facts.insert(sf(StepField::Attempt, step), attempt.to_string());
+    facts.insert(sf(StepField::AttemptStarted, step), (NOW - 40).to_string());
+    facts.insert(sf(StepField::Started, step), (NOW - 90).to_string());
+    facts
+}
+
+fn get<'a>(apply: &'a Apply, field: &Field) -> Option<&'a str> {
+    apply
+        .set
+        .iter()
+        .rev()
+        .find(|(f, _)| f == field)
+        .map(|(_, v)| v.as_str())
+}
+
+fn ok<'a>(plan: &'a Plan, step: &str, attempt: u32, output: &'a str) -> Cause<'a> {
+    Cause::Result {
+        step: plan.step(step).expect("step"),
+        attempt,
+        outcome: Attempt::Succeeded { output },
+        usage: Usage::default(),
+    }
+}
+
+fn failed<'a>(plan: &'a Plan, step: &str, attempt: u32, retryable: bool) -> Cause<'a> {
+    Cause::Result {
+        step: plan.step(step).expect("step"),
+        attempt,
+        outcome: Attempt::Failed {
+            failure: r#"{"message":"boom","class":"error","retryable":true}"#,
+            retryable,
+            retry_delay_ms: 250,
+        },
+        usage: Usage::default(),
+    }
+}
+
+#[test]
+fn a_new_job_starts_its_roots_and_waits_for_the_rest() {
+    let plan = diamond();
+    let cause = Cause::Submitted(NewJob {
+        plan: "{}",
+        input: r#"{"q":1}"#,
+        idempotency_key: Some("baton:idem:k"),
+        traceparent: None,
+        reused: &[],
+    });
+    assert_eq!(reads(&plan, &cause), vec![Field::Status]);
+    let decision = decide(job(), &plan, &Facts::default(), &cause, &CTX);
+    assert_eq!(decision.outcome, Outcome::Created);
+    assert_eq!(decision.status, JobStatus::Running);
+    let apply = decision.apply.expect("writes");
+    assert_eq!(apply.guards, vec![(Field::Status, None)]);
+    assert_eq!(get(&apply, &Field::Left), Some("4"));
+    assert_eq!(get(&apply, &Field::Idempotency), Some("baton:idem:k"));
+    assert_eq!(get(&apply, &sf(StepField::Status, "a")), Some("running"));
+    assert_eq!(get(&apply, &sf(StepField::Status, "d")), Some("waiting"));
+    assert_eq!(get(&apply, &sf(StepField::Waiting, "d")), Some("2"));
+    assert_eq!(apply.expire, Expire::Running);
+    assert_eq!(
+        decision.dispatch,
+        vec![Start {
+            step: "a".into(),
+            attempt: 1
+        }]
+    );
+    assert_eq!(decision.timers.len(), 1);
+    // The first look at the task comes before the 30 s default deadline.
+    assert_eq!(decision.timers[0].due, NOW + 500);
+    assert_eq!(decision.input.as_deref(), Some(r#"{"q":1}"#));
+}
+
+#[test]
+fn a_rerun_starts_where_the_reused_outputs_end() {
+    let plan = diamond();
+    let reused = vec![
+        ("a".to_owned(), "1".to_owned()),
+        ("b".to_owned(), "2".to_owned()),
+    ];
+    let cause = Cause::Submitted(NewJob {
+        plan: "{}",
+        input: "null",
+        idempotency_key: None,
+        traceparent: None,
+        reused: &reused,
+    });
+    let decision = decide(job(), &plan, &Facts::default(), &cause, &CTX);
+    let apply = decision.apply.expect("writes");
+    assert_eq!(get(&apply, &Field::Left), Some("2"));
+    assert_eq!(get(&apply, &sf(StepField::Status, "a")), Some("succeeded"));
+    assert_eq!(get(&apply, &sf(StepField::Waiting, "d")), Some("1"));
+    let started: Vec<_> = decision.dispatch.iter().map(|s| s.step.as_str()).collect();
+    assert_eq!(started, ["c"]);
+    assert_eq!(decision.known, reused);
+}
+
+#[test]
+fn a_second_submit_finds_the_job() {
+    let plan = diamond();
+    let mut facts = Facts::default();
+    facts.insert(Field::Status, "escalated");
+    let cause = Cause::Submitted(NewJob {
+        plan: "{}",
+        input: "null",
+        idempotency_key: None,
+        traceparent: None,
+        reused: &[],
+    });
+    let decision = decide(job(), &plan, &facts, &cause, &CTX);
+    assert_eq!(decision.outcome, Outcome::Exists);
+    assert_eq!(decision.status, JobStatus::Escalated);
+    assert!(decision.apply.is_none() && decision.dispatch.is_empty());
+}
+
+#[test]
+fn a_success_starts_the_dependents_it_completes() {
+    let plan = diamond();
+    let mut facts = running("a", 1);
+    facts.insert(Field::Left, "4");
+    facts.insert(sf(StepField::Waiting, "b"), "1");
+    facts.insert(sf(StepField::Waiting, "c"), "1");
+    let cause = ok(&plan, "a", 1, r#"{"x":1}"#);
+    let fields = reads(&plan, &cause);
+    assert!(fields.contains(&sf(StepField::Waiting, "b")));
+    assert!(!fields.contains(&sf(StepField::Waiting, "d")));
+    let decision = decide(job(), &plan, &facts, &cause, &CTX);
+    assert_eq!(decision.outcome, Outcome::Succeeded);
+    assert_eq!(decision.status, JobStatus::Running);
+    let apply = decision.apply.as_ref().expect("writes");
+    assert_eq!(get(apply, &sf(StepField::Output, "a")), Some(r#"{"x":1}"#));
+    assert_eq!(
+        apply.counts,
+        vec![
+            (Field::Left, false),
+            (sf(StepField::Waiting, "b"), true),
+            (sf(StepField::Waiting, "c"), true)
+        ]
+    );
+    assert_eq!(get(apply, &sf(StepField::Due, "b")), Some("1001000"));
+    let started: Vec<_> = decision.dispatch.iter().map(|s| s.step.as_str()).collect();
+    assert_eq!(started, ["b", "c"]);
+    assert_eq!(
+        decision.known,
+        vec![("a".to_owned(), r#"{"x":1}"#.to_owned())]
+    );
+    assert_eq!(
+        decision.settles,
+        Some(TimerMember {
+            job: job(),
+            step: "a".into(),
+            attempt: 1,
+            kind: TimerKind::Timeout
+        })
+    );
+    assert_eq!(
+        decision.started,
+        Some(Started {
+            attempt_ms: NOW - 40,
+            step_ms: NOW - 90
+        })
+    );
+    assert!(decision.ends.is_none());
+}
+
+#[test]
+fn a_success_with_needs_outstanding_starts_nothing() {
+    let plan = diamond();
+    let mut facts = running("b", 1);
+    facts.insert(Field::Left, "2");
+    facts.insert(sf(StepField::Waiting, "d"), "2");
+    let decision = decide(job(), &plan, &facts, &ok(&plan, "b", 1, "1"), &CTX);
+    assert!(decision.dispatch.is_empty() && decision.timers.is_empty());
+    let apply = decision.apply.expect("writes");
+    assert_eq!(apply.counts[1], (sf(StepField::Waiting, "d"), false));
+    // The TTL was set just now: not again.
+    assert_eq!(apply.expire, Expire::Keep);
+}
+
+#[test]
+fn the_last_success_ends_the_job() {
+    let plan = diamond();
+    let mut facts = running("d", 1);
+    facts.insert(Field::Left, "1");
+    let decision = decide(job(), &plan, &facts, &ok(&plan, "d", 1, "9"), &CTX);
+    assert_eq!(decision.status, JobStatus::Succeeded);
+    assert_eq!(decision.ends, Some(End::Succeeded));
+    let apply = decision.apply.expect("writes");
+    assert_eq!(apply.counts, vec![(Field::Left, true)]);
+    assert_eq!(get(&apply, &Field::Status), Some("succeeded"));
+    assert_eq!(apply.expire, Expire::Retention);
+}
+
+#[test]
+fn results_of_other_attempts_are_fenced() {
+    let plan = diamond();
+    let facts = running("b", 2);
+    let decision = decide(job(), &plan, &facts, &ok(&plan, "b", 1, "1"), &CTX);
+    assert_eq!(
+        decision.outcome,
+        Outcome::Stale {
+            step: Some(StepStatus::Running),
+            attempt: 2
+        }
+    );
+    assert!(decision.apply.is_none() && decision.settles.is_none());
+    assert_eq!(
+        decision.outcome.fence_reason(decision.status).as_deref(),
+        Some("stale running:2")
+    );
+}
+
+#[test]
+fn results_for_ended_or_missing_jobs_change_nothing() {
+    let plan = diamond();
+    let mut facts = running("b", 1);
+    facts.insert(Field::Status, "succeeded");
+    let decision = decide(job(), &plan, &facts, &ok(&plan, "b", 1, "1"), &CTX);
+    assert_eq!(decision.outcome, Outcome::Ended);
+    assert_eq!(
+        decision.outcome.fence_reason(decision.status).as_deref(),
+        Some("ended succeeded")
+    );
+    let decision = decide(
+        job(),
+        &plan,
+        &Facts::default(),
+        &ok(&plan, "b", 1, "1"),
+        &CTX,
+    );
+    assert_eq!(decision.outcome, Outcome::Missing);
+    assert!(decision.apply.is_none());
+}
+
+#[test]
+fn a_retryable_failure_schedules_the_next_attempt() {
+    let plan = diamond();
+    let decision = decide(
+        job(),
+        &plan,
+        &running("b", 1),
+        &failed(&plan, "b", 1, true),
+        &CTX,
+    );
+    assert_eq!(decision.outcome, Outcome::Retrying { next_attempt: 2 });
+    let apply = decision.apply.as_ref().expect("writes");
+    assert_eq!(get(apply, &sf(StepField::Status, "b")), Some("retrying"));
+    assert_eq!(get(apply, &sf(StepField::Attempt, "b")), Some("2"));
+    assert_eq!(get(apply, &sf(StepField::Due, "b")), Some("1000250"));
+    assert_eq!(
+        apply.guards,
+        vec![
+            (sf(StepField::Status, "b"), Some("running".into())),
+            (sf(StepField::Attempt, "b"), Some("1".into()))
+        ]
+    );
+    assert_eq!(decision.timers[0].member.kind, TimerKind::Retry);
+    assert_eq!(decision.timers[0].due, NOW + 250);
+    assert!(decision.escalation.is_none());
+}
+
+#[test]
+fn an_exhausted_policy_escalates() {
+    let plan = diamond();
+    let decision = decide(
+        job(),
+        &plan,
+        &running("b", 2),
+        &failed(&plan, "b", 2, true),
+        &CTX,
+    );
+    assert_eq!(decision.outcome, Outcome::Escalated);
+    assert_eq!(decision.status, JobStatus::Escalated);
+    assert_eq!(
+        decision.escalation.as_deref(),
+        Some(&*format!("{}.b", job()))
+    );
+    let apply = decision.apply.expect("writes");
+    assert_eq!(apply.add, vec![(Field::Escalated, 1)]);
+    assert_eq!(apply.delete, vec![sf(StepField::Due, "b")]);
+    assert!(decision.timers.is_empty());
+}
+
+#[test]
+fn a_non_retryable_failure_escalates_at_once() {
+    let plan = diamond();
+    let decision = decide(
+        job(),
+        &plan,
+        &running("b", 1),
+        &failed(&plan, "b", 1, false),
+        &CTX,
+    );
+    assert_eq!(decision.outcome, Outcome::Escalated);
+}
+
+#[test]
+fn a_human_retry_gives_a_fresh_budget() {
+    // Attempt 3 after a human retry at attempt 2: base 2, so 1 of 2 attempts is spent.
+    let plan = diamond();
+    let mut facts = running("b", 3);
+    facts.insert(sf(StepField::Base, "b"), "2");
+    let decision = decide(job(), &plan, &facts, &failed(&plan, "b", 3, true), &CTX);
+    assert_eq!(decision.outcome, Outcome::Retrying { next_attempt: 4 });
+    let mut facts = running("b", 4);
+    facts.insert(sf(StepField::Base, "b"), "2");
+    let decision = decide(job(), &plan, &facts, &failed(&plan, "b", 4, true), &CTX);
+    assert_eq!(decision.outcome, Outcome::Escalated);
+}
+
+#[test]
+fn usage_is_added_to_step_and_job_once_recorded() {
+    let plan = diamond();
+    let cause = Cause::Result {
+        step: plan.step("b").expect("b"),
+        attempt: 1,
+        outcome: Attempt::Failed {
+            failure: "{}",
+            retryable: true,
+            retry_delay_ms: 1,
+        },
+        usage: Usage {
+            input_tokens: 10,
+            output_tokens: 5,
+            cost_nanos: 7,
+            model: Some("m"),
+        },
+    };
+    let decision = decide(job(), &plan, &running("b", 1), &cause, &CTX);
+    let apply = decision.apply.expect("writes");
+    assert!(apply.add.contains(&(Field::UsageInput, 10)));
+    assert!(apply.add.contains(&(sf(StepField::UsageCost, "b"), 7)));
+    assert_eq!(get(&apply, &sf(StepField::UsageModel, "b")), Some("m"));
+    // A fenced result adds nothing.
+    let decision = decide(job(), &plan, &running("b", 2), &cause, &CTX);
+    assert!(decision.apply.is_none());
+}
+
+#[test]
+fn a_timeout_before_the_deadline_fires_later() {
+    let plan = diamond();
+    let mut facts = running("b", 1);
+    facts.insert(sf(StepField::Due, "b"), (NOW + 300).to_string());
+    let cause = Cause::TimedOut {
+        step: plan.step("b").expect("b"),
+        attempt: 1,
+        failure: "{}",
+        retry_delay_ms: 200,
+    };
+    let decision = decide(job(), &plan, &facts, &cause, &CTX);
+    assert_eq!(decision.outcome, Outcome::Later { due: NOW + 300 });
+    facts.insert(sf(StepField::Due, "b"), NOW.to_string());
+    let decision = decide(job(), &plan, &facts, &cause, &CTX);
+    assert_eq!(decision.outcome, Outcome::Retrying { next_attempt: 2 });
+    // The timer loop settles a fired timer itself.
+    assert!(decision.settles.is_none());
+    let apply = decision.apply.expect("writes");
+    assert!(
+        apply
+            .guards
+            .contains(&(sf(StepField::Due, "b"), Some(NOW.to_string())))
+    );
+}
+
+#[test]
+fn a_due_retry_dispatches_its_attempt() {
+    let plan = diamond();
+    let mut facts = Facts::default();
+    facts.insert(Field::Status, "running");
+    facts.insert(sf(StepField::Status, "b"), "retrying");
+    facts.insert(sf(StepField::Attempt, "b"), "2");
+    facts.insert(sf(StepField::Due, "b"), (NOW + 5).to_string());
+    let step = plan.step("b").expect("b");
+    let cause = Cause::RetryDue { step, attempt: 2 };
+    assert_eq!(
+        decide(job(), &plan, &facts, &cause, &CTX).outcome,
+        Outcome::Later { due: NOW + 5 }
+    );
+    facts.insert(sf(StepField::Due, "b"), NOW.to_string());
+    let decision = decide(job(), &plan, &facts, &cause, &CTX);
+    assert_eq!(decision.outcome, Outcome::Dispatched);
+    assert_eq!(
+        decision.dispatch,
+        vec![Start {
+            step: "b".into(),
+            attempt: 2
+        }]
+    );
+    let apply = decision.apply.expect("writes");
+    assert_eq!(get(&apply, &sf(StepField::Status, "b")), Some("running"));
+    assert_eq!(get(&apply, &sf(StepField::Due, "b")), Some("1001000"));
+    // A retry timer of another attempt is stale.
+    let cause = Cause::RetryDue { step, attempt: 1 };
+    assert!(matches!(
+        decide(job(), &plan, &facts, &cause, &CTX).outcome,
+        Outcome::Stale { .. }
+    ));
+}
+
+fn escalated(step: &str, open: u32) -> Facts {
+    let mut facts = Facts::default();
+    facts.insert(Field::Status, "escalated");
+    facts.insert(Field::Escalated, open.to_string());
+    facts.insert(Field::Left, "2");
+    facts.insert(sf(StepField::Status, step), "escalated");
+    facts.insert(sf(StepField::Attempt, step), "2");
+    facts
+}
+
+#[test]
+fn resolving_with_an_output_succeeds_the_step() {
+    let plan = diamond();
+    let mut facts = escalated("b", 1);
+    facts.insert(sf(StepField::Waiting, "d"), "1");
+    let cause = Cause::Resolved {
+        step: plan.step("b").expect("b"),
+        resolution: Resolution::Output("42"),
+    };
+    let decision = decide(job(), &plan, &facts, &cause, &CTX);
+    assert_eq!(decision.outcome, Outcome::Resolved);
+    assert_eq!(decision.status, JobStatus::Running);
+    let apply = decision.apply.expect("writes");
+    assert_eq!(get(&apply, &Field::Status), Some("running"));
+    assert_eq!(apply.counts[0], (Field::Escalated, true));
+    assert_eq!(get(&apply, &sf(StepField::Output, "b")), Some("42"));
+    assert_eq!(decision.dispatch[0].step, "d");
+}
+
+#[test]
+fn resolving_one_of_two_escalations_leaves_the_job_escalated() {
+    let plan = diamond();
+    let cause = Cause::Resolved {
+        step: plan.step("b").expect("b"),
+        resolution: Resolution::Retry { input: Some("{}") },
+    };
+    let decision = decide(job(), &plan, &escalated("b", 2), &cause, &CTX);
+    assert_eq!(decision.status, JobStatus::Escalated);
+    let apply = decision.apply.expect("writes");
+    assert_eq!(get(&apply, &sf(StepField::Attempt, "b")), Some("3"));
+    assert_eq!(get(&apply, &sf(StepField::Base, "b")), Some("2"));
+    assert_eq!(get(&apply, &sf(StepField::Input, "b")), Some("{}"));
+    assert_eq!(
+        decision.dispatch,
+        vec![Start {
+            step: "b".into(),
+            attempt: 3
+        }]
+    );
+    assert_eq!(decision.timers[0].member.attempt, 3);
+}
+
+#[test]
+fn resolving_with_fail_ends_the_job() {
+    let plan = diamond();
+    let cause = Cause::Resolved {
+        step: plan.step("b").expect("b"),
+        resolution: Resolution::Fail { reason: "no" },
+    };
+    let decision = decide(job(), &plan, &escalated("b", 1), &cause, &CTX);
+    assert_eq!(decision.status, JobStatus::Failed);
+    assert_eq!(decision.ends, Some(End::Failed { error: "no".into() }));
+    assert_eq!(decision.apply.expect("writes").expire, Expire::Retention);
+}
+
+#[test]
+fn resolving_a_step_that_is_not_escalated_changes_nothing() {
+    let plan = diamond();
+    let cause = Cause::Resolved {
+        step: plan.step("b").expect("b"),
+        resolution: Resolution::Output("1"),
+    };
+    let decision = decide(job(), &plan, &running("b", 1), &cause, &CTX);
+    assert_eq!(
+        decision.outcome,
+        Outcome::NotEscalated {
+            step: Some(StepStatus::Running)
+        }
+    );
+    assert!(!decision.outcome.changed());
+}
+
+#[test]
+fn the_reconciler_notes_only_on_the_running_attempt() {
+    let plan = diamond();
+    let step = plan.step("b").expect("b");
+    let cause = Cause::Reconcile {
+        step,
+        attempt: 1,
+        note: "seq:5",
+    };
+    let decision = decide(job(), &plan, &running("b", 1), &cause, &CTX);
+    assert_eq!(decision.outcome, Outcome::Noted);
+    let apply = decision.apply.expect("writes");
+    assert_eq!(get(&apply, &sf(StepField::Reconcile, "b")), Some("seq:5"));
+    assert_eq!(apply.expire, Expire::Keep);
+    let decision = decide(job(), &plan, &running("b", 2), &cause, &CTX);
+    assert!(decision.apply.is_none());
+    let decision = decide(job(), &plan, &Facts::default(), &cause, &CTX);
+    assert_eq!(decision.outcome, Outcome::Missing);
+}
+
+#[test]
+fn the_running_ttl_is_set_again_after_half_of_it() {
+    let plan = diamond();
+    let mut facts = running("b", 1);
+    facts.insert(Field::TtlMark, (NOW - 5_000).to_string());
+    let decision = decide(job(), &plan, &facts, &failed(&plan, "b", 1, true), &CTX);
+    let apply = decision.apply.expect("writes");
+    assert_eq!(apply.expire, Expire::Running);
+    assert_eq!(get(&apply, &Field::TtlMark), Some("1000000"));
+}
