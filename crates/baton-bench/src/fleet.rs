@@ -18,9 +18,18 @@ pub(crate) struct Fleet {
     pub(crate) nats_monitor: String,
     pub(crate) redis: RedisServer,
     coordinators: Vec<Child>,
+    /// Each coordinator's Prometheus endpoint (`--metrics-addr`), by index.
+    coordinator_metrics: Vec<String>,
     workers: Vec<Child>,
     bin_dir: PathBuf,
+    /// The coordinators' config file: limits that admit the 1000-wide and 1000-long plans.
+    config: PathBuf,
 }
+
+/// Coordinator options beyond the defaults: plans of up to 1002 steps, fan-outs and fan-ins
+/// of 1000.
+const COORDINATOR_CONFIG: &str =
+    r#"{"limits": {"max_steps": 1002, "max_needs": 1000, "max_dependents": 1000}}"#;
 
 impl Fleet {
     pub(crate) fn start(bin_dir: PathBuf) -> anyhow::Result<Self> {
@@ -29,13 +38,21 @@ impl Fleet {
             extra_config: format!("http: \"{monitor}\""),
             ..NatsOptions::default()
         };
+        let config = std::env::temp_dir().join(format!(
+            "baton-bench-{}-coordinator.json",
+            std::process::id()
+        ));
+        std::fs::write(&config, COORDINATOR_CONFIG)
+            .with_context(|| format!("cannot write {}", config.display()))?;
         Ok(Self {
             nats: NatsServer::start_with(options)?,
             nats_monitor: format!("http://{monitor}"),
             redis: RedisServer::start()?,
             coordinators: Vec::new(),
+            coordinator_metrics: Vec::new(),
             workers: Vec::new(),
             bin_dir,
+            config,
         })
     }
 
@@ -47,31 +64,73 @@ impl Fleet {
             .with_context(|| format!("cannot start {}", path.display()))
     }
 
+    /// Starts `count` more coordinators, each serving metrics on a free loopback port, and
+    /// waits until they answer.
     pub(crate) async fn start_coordinators(
         &mut self,
         count: usize,
         client: &async_nats::Client,
     ) -> anyhow::Result<()> {
+        let first = self.coordinators.is_empty();
+        let mut started_metrics = Vec::new();
         for _ in 0..count {
-            let child = self.spawn("baton", &["coordinator", "--max-in-flight", "512"])?;
+            let metrics = format!("127.0.0.1:{}", baton_harness::free_port()?);
+            let config = self.config.to_string_lossy().into_owned();
+            let child = self.spawn(
+                "baton",
+                &[
+                    "coordinator",
+                    "--max-in-flight",
+                    "512",
+                    "--metrics-addr",
+                    &metrics,
+                    "--config",
+                    &config,
+                ],
+            )?;
             self.coordinators.push(child);
+            let url = format!("http://{metrics}/metrics");
+            self.coordinator_metrics.push(url.clone());
+            started_metrics.push(url);
         }
         let started = Instant::now();
-        loop {
-            let probe = client.request(
-                subject::STATUS,
-                b"{\"job_id\":\"00000000-0000-0000-0000-000000000000\"}"
-                    .to_vec()
-                    .into(),
-            );
-            if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(1), probe).await {
-                return Ok(());
+        let deadline = Duration::from_secs(30);
+        if first {
+            // A status request is answered by any coordinator: it shows the first has started.
+            loop {
+                let probe = client.request(
+                    subject::STATUS,
+                    b"{\"job_id\":\"00000000-0000-0000-0000-000000000000\"}"
+                        .to_vec()
+                        .into(),
+                );
+                if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(1), probe).await {
+                    break;
+                }
+                if started.elapsed() > deadline {
+                    bail!("the coordinator did not start");
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            if started.elapsed() > Duration::from_secs(30) {
-                bail!("the coordinator did not start");
+        } else {
+            // Another one already answers: wait for the new ones' metrics endpoints (bound
+            // before they connect), then give them a moment to subscribe.
+            for url in started_metrics {
+                while crate::http_get(&url).await.is_err() {
+                    if started.elapsed() > deadline {
+                        bail!("the coordinator did not start");
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(Duration::from_secs(1)).await;
         }
+        Ok(())
+    }
+
+    /// Each coordinator's `/metrics` URL, in the order of [`Fleet::coordinator_procs`].
+    pub(crate) fn coordinator_metrics(&self) -> &[String] {
+        &self.coordinator_metrics
     }
 
     /// Replaces the sim workers of `agent` with `count` fresh ones.
@@ -147,5 +206,6 @@ impl Drop for Fleet {
             let _ = child.kill();
             let _ = child.wait();
         }
+        let _ = std::fs::remove_file(&self.config);
     }
 }

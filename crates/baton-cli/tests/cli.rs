@@ -282,14 +282,23 @@ fn bench_quick_runs_and_prints_its_table() {
     assert!(output.status.success(), "{output:?}");
     for row in [
         "step overhead",
-        "bare ceiling",
-        "Baton / ceiling",
+        "bare ceiling serial step time",
+        "durable ceiling serial step time",
+        "bare ceiling, same loop",
+        "durable ceiling, bare loop",
+        "Baton / bare ceiling",
+        "Baton / durable ceiling",
         "CPU per 1000 steps: nats-server",
+        "durable ceiling CPU per 1000 steps: redis-server",
+        "CPU per 1000 steps, all processes: 5-step DAG",
+        "CPU per 1000 steps, all processes: 1000-wide fan-out/fan-in",
+        "CPU per 1000 steps, all processes: 1000-step chain",
         "Redis commands per step",
         "NATS messages per step",
         "Redis memory per job",
         "coordinator RSS",
         "throughput with 4 worker",
+        "conflicts per 1000 transitions (2 coordinators)",
     ] {
         assert!(stdout.contains(row), "missing {row:?} in:\n{stdout}");
     }
