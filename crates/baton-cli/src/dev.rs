@@ -6,10 +6,14 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
+use async_nats::jetstream::consumer::pull;
 use baton_agents::{sim, workers};
 use baton_coordinator::{Coordinator, Options};
 use baton_harness::{NatsServer, RedisServer};
-use baton_protocol::messages::{Event, EventKind, JobStatus, SubmitReply, SubmitRequest};
+use baton_protocol::messages::{
+    Event, EventKind, JobStatus, StatusRequest, SubmitReply, SubmitRequest,
+};
+use baton_protocol::subject::{consumer, stream};
 use baton_protocol::{AgentName, subject};
 use baton_worker::{Agent, Worker, WorkerOptions};
 use clap::Args;
@@ -17,10 +21,13 @@ use futures::StreamExt;
 use serde_json::json;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
 use crate::client::Client;
 
 const DEMO_PLAN: &str = include_str!("../../../examples/demo.yaml");
+/// The agent types `baton dev` runs a worker for.
+const AGENTS: [&str; 5] = ["nlu", "sql", "rag", "answer", "sim"];
 const DEMO_QUESTION: &str = "What was the total revenue in Q3 2024 for the EMEA region, and what is our refund policy for enterprise customers?";
 
 #[derive(Debug, Args)]
@@ -77,7 +84,7 @@ pub(crate) async fn run(args: DevArgs) -> anyhow::Result<i32> {
     )?;
     spawn_worker(&mut services, &nats.url(), "answer", workers::Answer, &stop)?;
     spawn_worker(&mut services, &nats.url(), "sim", sim::Sim, &stop)?;
-    println!("  coordinator and agents nlu, sql, rag, answer, sim running");
+    println!("  coordinator and agents {} starting", AGENTS.join(", "));
 
     let nats_url = nats.url();
     let mut interrupted = std::pin::pin!(interrupted);
@@ -154,48 +161,76 @@ async fn demo(nats_url: &str, question: &str) -> anyhow::Result<i32> {
         ..Default::default()
     };
     let client = Client::connect_with(&nats).await?;
+    let waited = Instant::now();
+    wait_ready(&client, Duration::from_secs(10)).await?;
+    println!(
+        "  ready after {:.0} ms: the coordinator answers requests and pulls results, and every \
+         agent's worker has a pull waiting on its consumer",
+        waited.elapsed().as_secs_f64() * 1000.0
+    );
     let plan: serde_json::Value = serde_yaml_ng::from_str(DEMO_PLAN)?;
     let request = SubmitRequest {
         plan,
         input: json!({ "question": question }),
         idempotency_key: None,
     };
-    // Subscribed before submitting, so the first dispatch is seen too (the job id is only
+    // Subscribed before submitting, so the first events are seen too (the job id is only
     // known from the reply).
     let mut events = client.nats.subscribe(subject::EVENTS_ALL).await?;
-    let started = Instant::now();
-    // The coordinator may still be subscribing: retry "no responders" for a few seconds.
-    let reply: SubmitReply = loop {
-        match client.request(subject::SUBMIT, &request).await {
-            Ok(reply) => break reply,
-            Err(error)
-                if started.elapsed() < Duration::from_secs(10)
-                    && error.to_string().contains("no coordinator") =>
-            {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            Err(error) => return Err(error),
-        }
-    };
+    client.nats.flush().await?;
+    let submitted = tokio::time::Instant::now();
+    let reply: SubmitReply = client.request(subject::SUBMIT, &request).await?;
     let job = reply.job_id;
     println!();
     println!("Question: {question}");
     println!("Job {job}: plan sales-question (nlu → sql ∥ rag → answer)");
+    println!(
+        "  (times are the coordinator's, from the job's creation; [n ms] is from a step's \
+         dispatch to its result being recorded)"
+    );
+    // Offsets are the events' own times (`ts_ms`, stamped by the coordinator when it decided
+    // each transition) from the job's creation, not when this process received them: so a
+    // step's offset minus its dispatch's is exactly the latency printed beside it.
+    let mut timeline = Timeline::default();
+    let mut end_received = None;
     let follow = async {
-        while let Some(message) = events.next().await {
-            let Ok(event) = serde_json::from_slice::<Event>(&message.payload) else {
-                continue;
-            };
-            if event.job_id != job {
-                continue;
+        // Outcomes of parallel steps are recorded concurrently and may arrive out of order: each
+        // event waits `REORDER` after it arrived, so that it is printed in time order (events
+        // of the same millisecond in the order they came, which is cause before effect), a
+        // delay a person cannot tell from live.
+        const REORDER: Duration = Duration::from_millis(25);
+        let mut pending: Vec<(tokio::time::Instant, Event)> = Vec::new();
+        loop {
+            pending.sort_by_key(|(_, event)| event.ts_ms);
+            while let Some((arrived, _)) = pending.first()
+                && arrived.elapsed() >= REORDER
+            {
+                let (arrived, event) = pending.remove(0);
+                println!(
+                    "  {:>8}  {}",
+                    timeline.offset(&event),
+                    crate::follow::describe(&event.kind)
+                );
+                if matches!(
+                    event.kind,
+                    EventKind::JobSucceeded { .. } | EventKind::JobFailed { .. }
+                ) {
+                    end_received = Some(arrived);
+                    return;
+                }
             }
-            let at = started.elapsed().as_secs_f64() * 1000.0;
-            println!("  {at:>7.1} ms  {}", crate::follow::describe(&event.kind));
-            if matches!(
-                event.kind,
-                EventKind::JobSucceeded { .. } | EventKind::JobFailed { .. }
-            ) {
-                break;
+            let due = pending.first().map(|(arrived, _)| *arrived + REORDER);
+            let wake = due.unwrap_or_else(tokio::time::Instant::now);
+            tokio::select! {
+                message = events.next() => {
+                    let Some(message) = message else { return };
+                    if let Ok(event) = serde_json::from_slice::<Event>(&message.payload)
+                        && event.job_id == job
+                    {
+                        pending.push((tokio::time::Instant::now(), event));
+                    }
+                }
+                () = tokio::time::sleep_until(wake), if due.is_some() => {}
             }
         }
     };
@@ -214,13 +249,96 @@ async fn demo(nats_url: &str, question: &str) -> anyhow::Result<i32> {
         .and_then(|a| a.as_str())
         .unwrap_or_default();
     println!();
-    println!(
-        "Answer ({:.1} ms end to end):",
-        started.elapsed().as_secs_f64() * 1000.0
-    );
+    // The coordinator's figure, then what this client saw: its submit request to the end
+    // event's arrival (a round trip more, and the connection's delivery).
+    let seen = end_received.map(|at| {
+        format!(
+            "; {:.1} ms from sending the submit request to receiving the end",
+            (at - submitted).as_secs_f64() * 1000.0
+        )
+    });
+    match timeline.ended {
+        Some(ended) => println!(
+            "Answer ({ended} ms from job created to job succeeded{}):",
+            seen.unwrap_or_default()
+        ),
+        None => println!("Answer:"),
+    }
     println!("  {answer}");
     if let Some(sources) = output.get("sources") {
         println!("Sources: {sources}");
     }
     Ok(0)
+}
+
+/// Offsets of one job's events from its creation, on the coordinator's clock.
+#[derive(Debug, Default)]
+struct Timeline {
+    /// `ts_ms` of `job_created` (or, should it be missed, of the first event seen).
+    origin: Option<u64>,
+    /// The end's offset, once seen.
+    ended: Option<u64>,
+}
+
+impl Timeline {
+    fn offset(&mut self, event: &Event) -> String {
+        let origin = *self.origin.get_or_insert(event.ts_ms);
+        let at = event.ts_ms.saturating_sub(origin);
+        if matches!(
+            event.kind,
+            EventKind::JobSucceeded { .. } | EventKind::JobFailed { .. }
+        ) {
+            self.ended = Some(at);
+        }
+        format!("+{at} ms")
+    }
+}
+
+/// Waits until the demo's first job will pay no startup: the coordinator answers requests and
+/// has a pull waiting on the results consumer, and every agent's consumer has a worker's pull
+/// waiting (a task published before that sits in the stream until the worker's first pull).
+async fn wait_ready(client: &Client, timeout: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    let pause = || tokio::time::sleep(Duration::from_millis(10));
+    // A status request for a job that cannot exist: any reply (`not_found`) means a
+    // coordinator answered.
+    let probe = serde_json::to_vec(&StatusRequest {
+        job_id: Some(Uuid::nil()),
+        idempotency_key: None,
+    })?;
+    while let Err(error) = client
+        .nats
+        .request(subject::STATUS, probe.clone().into())
+        .await
+    {
+        if Instant::now() >= deadline {
+            return Err(anyhow!(
+                "no coordinator answers on {}: {error}",
+                subject::STATUS
+            ));
+        }
+        pause().await;
+    }
+    let js = async_nats::jetstream::new(client.nats.clone());
+    let mut consumers = vec![(stream::RESULTS, consumer::RESULTS.to_owned())];
+    for agent in AGENTS {
+        consumers.push((stream::TASKS, consumer::agent(&AgentName::new(agent)?)));
+    }
+    for (stream, name) in consumers {
+        loop {
+            let waiting = js
+                .get_consumer_from_stream::<pull::Config, _, _>(name.as_str(), stream)
+                .await
+                .map(|consumer| consumer.cached_info().num_waiting);
+            match waiting {
+                Ok(waiting) if waiting > 0 => break,
+                _ if Instant::now() < deadline => pause().await,
+                Ok(_) => return Err(anyhow!("nobody pulls from consumer {name} of {stream}")),
+                Err(error) => {
+                    return Err(anyhow!("consumer {name} of {stream} is missing: {error}"));
+                }
+            }
+        }
+    }
+    Ok(())
 }

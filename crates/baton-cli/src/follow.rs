@@ -33,10 +33,12 @@ pub(crate) async fn watch(nats: &baton_nats::NatsArgs, args: WatchArgs) -> anyho
     let trace: TraceReply = client
         .request(subject::TRACE, &TraceRequest { job_id: args.job })
         .await?;
+    // Offsets count from the job's creation even when the log has dropped its first entries.
     watcher
         .run(
             &client,
             trace.decisions,
+            Some(trace.job.created_ms),
             Duration::from_secs(args.timeout_secs),
         )
         .await
@@ -78,7 +80,7 @@ impl Watcher {
         })
     }
 
-    /// Follows `job` from its first event (the subscriptions predate it).
+    /// Follows `job` from its first event (the subscriptions predate it), `job_created`.
     pub(crate) async fn follow(
         mut self,
         client: &Client,
@@ -86,21 +88,24 @@ impl Watcher {
         timeout: Duration,
     ) -> anyhow::Result<i32> {
         self.job = job;
-        self.run(client, Vec::new(), timeout).await
+        self.run(client, Vec::new(), None, timeout).await
     }
 
     /// Prints `history`, then events and progress as they come, until the job ends or
-    /// escalates; returns the exit code (0 succeeded, 1 failed, 2 escalated).
+    /// escalates; returns the exit code (0 succeeded, 1 failed, 2 escalated). Times are
+    /// printed as offsets from `created_ms` (the job's creation on the coordinator's clock;
+    /// when `None`, the first event printed, which is `job_created` when following from the
+    /// start).
     pub(crate) async fn run(
         mut self,
         client: &Client,
         history: Vec<Event>,
+        created_ms: Option<u64>,
         timeout: Duration,
     ) -> anyhow::Result<i32> {
         let mut history = history;
         baton_protocol::messages::sort_decisions(&mut history);
-        let start = history.first().map(|e| e.ts_ms);
-        let mut clock = Clock(start);
+        let mut clock = Clock(created_ms.or_else(|| history.first().map(|e| e.ts_ms)));
         let mut seen = HashSet::new();
         for event in history {
             if let Ok(key) = serde_json::to_string(&event) {
@@ -235,7 +240,9 @@ fn exit_code(status: &StatusReply, json: bool) -> i32 {
     }
 }
 
-/// Offsets from the first thing printed.
+/// Offsets from the job's creation. Events are dated by the coordinator (`ts_ms`, when it
+/// decided the transition), so a step's offset minus its dispatch's offset is the latency
+/// printed beside it; progress is dated by the worker's clock.
 struct Clock(Option<u64>);
 
 impl Clock {

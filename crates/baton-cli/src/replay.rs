@@ -108,6 +108,11 @@ pub(crate) async fn rerun(nats: &baton_nats::NatsArgs, args: RerunArgs) -> anyho
         )
         .await?;
     watcher
-        .run(&client, trace.decisions, Duration::from_secs(3600))
+        .run(
+            &client,
+            trace.decisions,
+            Some(trace.job.created_ms),
+            Duration::from_secs(3600),
+        )
         .await
 }

@@ -12,13 +12,14 @@ pub const SUBMIT: &str = "baton.jobs.submit";
 pub const ENQUEUE: &str = "baton.jobs.enqueue";
 /// Request/reply: job status by id or idempotency key.
 pub const STATUS: &str = "baton.jobs.status";
-/// Request/reply: list open escalations.
-/// A job's status, plan, input and decision log, for `baton trace` and `baton replay`.
+/// Request/reply: a job's status, plan, input and decision log, for `baton trace`,
+/// `baton watch` and `baton replay`.
 pub const TRACE: &str = "baton.jobs.trace";
-/// Starts a new job that reuses a finished job's outputs up to a step.
+/// Request/reply: starts a new job that reuses a finished job's outputs up to a step.
 pub const RERUN: &str = "baton.jobs.rerun";
-/// Progress of every job's agents.
+/// Wildcard over every job's progress subjects (see [`progress`]).
 pub const PROGRESS_ALL: &str = "baton.progress.>";
+/// Request/reply: list open escalations (oldest first).
 pub const ESCALATIONS_LIST: &str = "baton.escalations.list";
 /// Request/reply: one escalation by id.
 pub const ESCALATIONS_GET: &str = "baton.escalations.get";
@@ -35,13 +36,14 @@ pub const TASKS_ALL: &str = "baton.tasks.>";
 pub const RESULTS_ALL: &str = "baton.results.>";
 /// Wildcard over all dead-letter subjects (the `BATON_DLQ` stream's subject).
 pub const DLQ_ALL: &str = "baton.dlq.>";
-/// Wildcard over all job event subjects.
+/// Wildcard over all job event subjects (see [`events`]).
 pub const EVENTS_ALL: &str = "baton.events.>";
 /// Wildcard over all jobs' end events (see [`ended`]).
 pub const ENDED_ALL: &str = "baton.jobs.ended.>";
 
 /// JetStream advisories for tasks delivered `MaxDeliver` times without an answer (a worker
-/// crashed on each delivery): one per agent consumer.
+/// crashed on each delivery), from any agent consumer of [`stream::TASKS`]; the coordinator
+/// turns each into a `poison` failure.
 pub const POISON_ADVISORIES: &str = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.BATON_TASKS.*";
 
 /// Tasks for one agent type.
@@ -62,10 +64,11 @@ pub fn dlq(agent: &AgentName) -> String {
 /// Dead letters for submissions on `baton.jobs.enqueue` that could not be accepted. Agent
 /// names cannot start with `_`, so this never collides with an agent's dead letters.
 pub const DLQ_SUBMISSIONS: &str = "baton.dlq._submissions";
-/// Dead letters for result messages that could not be decoded or matched to a job.
+/// Dead letters for result messages that could not be used: undecodable, published on
+/// another agent's subject, or for a step the job does not have.
 pub const DLQ_RESULTS: &str = "baton.dlq._results";
 
-/// Events of one job.
+/// Events of one job (core NATS, published by the coordinator after each transition).
 pub fn events(job: Uuid) -> String {
     format!("baton.events.{job}")
 }
@@ -76,7 +79,8 @@ pub fn ended(job: Uuid) -> String {
     format!("baton.jobs.ended.{job}")
 }
 
-/// Progress an agent publishes while it works on one of the job's steps (core NATS).
+/// Progress an agent publishes while it works on one of the job's steps (core NATS, not
+/// stored).
 pub fn progress(job: Uuid) -> String {
     format!("baton.progress.{job}")
 }
@@ -97,7 +101,9 @@ pub mod stream {
     /// Results from all agent types; work-queue retention, one consumer shared by all
     /// coordinator replicas.
     pub const RESULTS: &str = "BATON_RESULTS";
-    /// Dead letters: tasks that exhausted their retry policy, kept for inspection.
+    /// Dead letters, kept for inspection (limits retention, 14 days; nobody consumes it):
+    /// the last task of each escalated step (retry policy exhausted, or a non-retryable
+    /// failure), and the submissions and results that could not be used.
     pub const DLQ: &str = "BATON_DLQ";
 }
 
@@ -135,21 +141,27 @@ pub fn result_msg_id(job: Uuid, step: &str, attempt: u32) -> String {
     format!("result:{job}:{step}:{attempt}")
 }
 
-/// `Nats-Msg-Id` of a dead letter.
+/// `Nats-Msg-Id` of a step's dead letter (on [`dlq`]). Dead letters on
+/// [`DLQ_SUBMISSIONS`] and [`DLQ_RESULTS`] carry none.
 pub fn dlq_msg_id(job: Uuid, step: &StepId, attempt: u32) -> String {
     format!("dlq:{job}:{step}:{attempt}")
 }
 
-/// Message headers with a meaning in the contract.
+/// Message headers with a meaning in the contract (docs/protocol.md §3). Three are named
+/// elsewhere: `Nats-Msg-Id` (the broker's; its values are the `*_msg_id` functions above),
+/// `traceparent` (`baton_otel::TRACEPARENT`) and `Baton-Dlq-Truncated` (the original size of
+/// a dead letter cut to fit, set by the coordinator).
 pub mod header {
-    /// `application/msgpack` switches a message to MessagePack; anything else but
-    /// `application/json` is rejected.
+    /// [`MSGPACK`] (or `application/x-msgpack`) switches a message to MessagePack; absent,
+    /// empty or [`JSON`] means JSON (case and parameters are ignored); anything else is
+    /// rejected. See `codec::Encoding::from_content_type`.
     pub const CONTENT_TYPE: &str = "Content-Type";
     pub const MSGPACK: &str = "application/msgpack";
     pub const JSON: &str = "application/json";
-    /// Set on dead letters: why the task was dead-lettered.
+    /// Set on every dead letter: why it was dead-lettered (at most 1000 characters).
     pub const DLQ_REASON: &str = "Baton-Dlq-Reason";
-    /// Set on dead letters: the subject the message was first published to.
+    /// Set on dead letters in [`DLQ_SUBMISSIONS`](super::DLQ_SUBMISSIONS) and
+    /// [`DLQ_RESULTS`](super::DLQ_RESULTS): the subject the message was first published to.
     pub const DLQ_SUBJECT: &str = "Baton-Dlq-Subject";
 }
 
