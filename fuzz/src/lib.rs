@@ -26,8 +26,8 @@ pub fn encoding_and_body(data: &[u8]) -> Option<(Encoding, &[u8])> {
 }
 
 /// Every error is rendered as the coordinator renders it in a reply: code and message.
-fn render<E: std::fmt::Display>(error: &E, code: &str) {
-    assert!(!code.is_empty());
+fn render<E: std::fmt::Display>(error: &E, code: baton_protocol::ErrorCode) {
+    assert!(!code.as_str().is_empty());
     let _ = error.to_string();
 }
 

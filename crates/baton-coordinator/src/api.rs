@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use baton_protocol::ErrorCode;
 use baton_protocol::keys::{self, field};
 use baton_protocol::messages::{
     ErrorReply, EscalationView, EventKind, Failure, GetEscalationRequest, JobStatus,
@@ -16,7 +17,8 @@ use bytes::Bytes;
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::engine::{Engine, encode_reply, now_ms, usage_totals};
+use crate::clock::now_ms;
+use crate::engine::{Engine, encode_reply, usage_totals};
 use crate::spans;
 use crate::store;
 use baton_core::Outcome;
@@ -24,14 +26,14 @@ use baton_core::Outcome;
 /// An error reply: a stable code and a message for humans.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ApiError {
-    pub(crate) code: String,
+    pub(crate) code: ErrorCode,
     pub(crate) message: String,
 }
 
 impl ApiError {
-    pub(crate) fn new(code: &str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
-            code: code.to_owned(),
+            code,
             message: message.into(),
         }
     }
@@ -61,7 +63,7 @@ impl From<store::Error> for ApiError {
     fn from(error: store::Error) -> Self {
         tracing::warn!(error = %error, "State store error");
         Self::new(
-            "unavailable",
+            ErrorCode::Unavailable,
             format!("job state is unavailable, try again: {error}"),
         )
     }
@@ -142,7 +144,7 @@ pub(crate) async fn handle(
             }
         }
         other => Err(ApiError::new(
-            "unknown_subject",
+            ErrorCode::UnknownSubject,
             format!("no handler for {other}"),
         )),
     };
@@ -154,7 +156,7 @@ pub(crate) async fn handle(
 }
 
 fn to_reply(error: ApiError) -> ErrorReply {
-    ErrorReply::new(error.code, error.message)
+    ErrorReply::new(error.code.as_str(), error.message)
 }
 
 async fn status(engine: &Engine, request: StatusRequest) -> Result<StatusReply, ApiError> {
@@ -164,10 +166,10 @@ async fn status(engine: &Engine, request: StatusRequest) -> Result<StatusReply, 
             .store
             .idempotency_key(&keys::idempotency(&key))
             .await?
-            .ok_or_else(|| ApiError::new("not_found", "no job has this idempotency key"))?,
+            .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no job has this idempotency key"))?,
         _ => {
             return Err(ApiError::new(
-                "invalid_request",
+                ErrorCode::InvalidRequest,
                 "give exactly one of job_id and idempotency_key",
             ));
         }
@@ -188,14 +190,14 @@ async fn status_of(
 ) -> Result<StatusReply, ApiError> {
     if fields.is_empty() {
         return Err(ApiError::new(
-            "not_found",
+            ErrorCode::NotFound,
             format!("job {job} does not exist (or its retention ended)"),
         ));
     }
     let plan = engine
         .plan(job)
         .await?
-        .ok_or_else(|| ApiError::new("not_found", "job vanished"))?;
+        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "job vanished"))?;
     let get = |name: &str| fields.get(name).map(String::as_str);
     let status = get(field::STATUS)
         .and_then(JobStatus::parse)
@@ -314,7 +316,7 @@ async fn lookup(engine: &Engine, id: &str, with_input: bool) -> Result<Lookup, A
     ];
     let values = engine.store.job_fields(job, &fields).await?;
     let [job_status, step_status, attempts, error] = <[Option<String>; 4]>::try_from(values)
-        .map_err(|_| ApiError::new("internal", "short HMGET reply"))?;
+        .map_err(|_| ApiError::new(ErrorCode::Internal, "short HMGET reply"))?;
     let job_status = job_status.as_deref().and_then(JobStatus::parse);
     let step_status = step_status.as_deref().and_then(StepStatus::parse);
     match (job_status, step_status) {
@@ -364,7 +366,7 @@ async fn get_escalation(engine: &Engine, id: &str) -> Result<EscalationView, Api
     match lookup(engine, id, true).await? {
         Lookup::Open(view) => Ok(view),
         _ => Err(ApiError::new(
-            "not_found",
+            ErrorCode::NotFound,
             format!("no open escalation {id:?}"),
         )),
     }
@@ -374,7 +376,12 @@ async fn resolve(
     engine: &Engine,
     request: ResolveEscalationRequest,
 ) -> Result<ResolveEscalationReply, ApiError> {
-    let not_found = || ApiError::new("not_found", format!("no open escalation {:?}", request.id));
+    let not_found = || {
+        ApiError::new(
+            ErrorCode::NotFound,
+            format!("no open escalation {:?}", request.id),
+        )
+    };
     let (job, step_id) = keys::parse_escalation_id(&request.id).ok_or_else(not_found)?;
     let plan = engine.plan(job).await?.ok_or_else(not_found)?;
     let step = plan.step(step_id).ok_or_else(not_found)?;
@@ -383,14 +390,14 @@ async fn resolve(
         ResolveAction::Output => {
             let output = request.output.ok_or_else(|| {
                 ApiError::new(
-                    "invalid_request",
+                    ErrorCode::InvalidRequest,
                     "action \"output\" needs an \"output\" value",
                 )
             })?;
             if let Some(schema) = &step.output_schema {
                 schema
                     .check(&output)
-                    .map_err(|message| ApiError::new("invalid_output", message))?;
+                    .map_err(|message| ApiError::new(ErrorCode::InvalidOutput, message))?;
             }
             (
                 "output",
@@ -427,7 +434,7 @@ async fn resolve(
     let transition = engine.handle(job, &plan, &cause, now_ms()).await?;
     if transition.outcome != Outcome::Resolved {
         return Err(ApiError::new(
-            "not_found",
+            ErrorCode::NotFound,
             match &transition.outcome {
                 Outcome::Ended => format!(
                     "no open escalation {:?}: job {job} has already {}",
@@ -538,7 +545,7 @@ pub(crate) fn failed_by_human(step_id: &str, reason: Option<&str>) -> String {
 fn check_value(value: &Value, max_depth: usize, max_bytes: usize) -> Result<String, ApiError> {
     codec::check_depth(value, max_depth)?;
     let raw = serde_json::to_string(value)
-        .map_err(|e| ApiError::new("invalid_request", e.to_string()))?;
+        .map_err(|e| ApiError::new(ErrorCode::InvalidRequest, e.to_string()))?;
     if raw.len() > max_bytes {
         return Err(codec::Error::TooLarge {
             size: raw.len(),

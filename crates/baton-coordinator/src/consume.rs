@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, AckKind};
+use baton_protocol::ErrorCode;
 use baton_protocol::messages::{
     Failure, FailureClass, MaxDeliveriesAdvisory, SubmitRequest, Task, TaskResult,
 };
@@ -325,7 +326,7 @@ pub(crate) async fn on_submission(engine: Arc<Engine>, message: jetstream::Messa
             tracing::info!(job = %job, existing, "Durable submission accepted");
             ack(&message).await;
         }
-        Err(error) if error.code == "unavailable" => {
+        Err(error) if error.code == ErrorCode::Unavailable => {
             retry_later(&message, &error.to_string()).await
         }
         Err(error) => {

@@ -128,7 +128,7 @@ async fn flush(store: &Store, batch: &mut Vec<Entry>, expiries: &mut Expiries) {
     if batch.is_empty() {
         return;
     }
-    let now = crate::engine::now_ms();
+    let now = crate::clock::now_ms();
     let mut groups: Vec<LogBatch> = Vec::new();
     let mut index: HashMap<Uuid, usize> = HashMap::new();
     for (job, entry, ended) in batch.drain(..) {

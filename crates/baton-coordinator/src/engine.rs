@@ -5,11 +5,12 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, message::PublishMessage};
 use backon::{ExponentialBuilder, Retryable};
+use baton_protocol::ErrorCode;
 use baton_protocol::keys::{self, TimerKind, TimerMember};
 use baton_protocol::messages::{
     AttemptReport, Event, EventKind, Failure, FailureClass, JobStatus, MAX_IDEMPOTENCY_KEY_LEN,
@@ -23,6 +24,7 @@ use tokio::sync::Notify;
 use uuid::Uuid;
 
 use crate::api::ApiError;
+use crate::clock::now_ms;
 use crate::decisions::DecisionLog;
 use crate::metrics::Metrics;
 use crate::options::Options;
@@ -38,14 +40,6 @@ const STALE_MAPPING: Duration = Duration::from_secs(60);
 /// 4 MiB of plan text.
 const SUBMITTED_PLANS: usize = 256;
 const SUBMITTED_PLAN_MAX_BYTES: usize = 16 * 1024;
-
-/// Unix time in milliseconds.
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
 
 /// State shared by all of a replica's loops. Holds no job state: the plan cache only holds
 /// immutable plans, reloaded from Redis on a miss.
@@ -127,7 +121,7 @@ impl Engine {
             .map(keys::idempotency)
             .or(enqueued);
         let input = serde_json::to_string(&request.input)
-            .map_err(|e| ApiError::new("invalid_request", e.to_string()))?;
+            .map_err(|e| ApiError::new(ErrorCode::InvalidRequest, e.to_string()))?;
         self.start(plan, &input, mapping, Vec::new(), None, traceparent)
             .await
     }
@@ -164,14 +158,14 @@ impl Engine {
         let source = request.job_id;
         let not_found = || {
             ApiError::new(
-                "not_found",
+                ErrorCode::NotFound,
                 format!("job {source} does not exist (or its retention ended)"),
             )
         };
         let plan = self.plan(source).await?.ok_or_else(not_found)?;
         if plan.step(&request.from).is_none() {
             return Err(ApiError::new(
-                "unknown_step",
+                ErrorCode::UnknownStep,
                 format!("job {source} has no step {:?}", request.from),
             ));
         }
@@ -196,7 +190,7 @@ impl Engine {
                 (Some("succeeded"), Some(output)) => outputs.push((step.id.to_string(), output)),
                 _ => {
                     return Err(ApiError::new(
-                        "not_reusable",
+                        ErrorCode::NotReusable,
                         format!(
                             "step {} of job {source} has no output to reuse ({}); rerun from an earlier step",
                             step.id,
@@ -239,7 +233,7 @@ impl Engine {
         let now = now_ms();
         let stored_traceparent = traceparent.map(|t| t.to_string());
         let stored_plan = serde_json::to_string(plan.spec())
-            .map_err(|e| ApiError::new("internal", e.to_string()))?;
+            .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
         let cause = Cause::Submitted(baton_core::NewJob {
             plan: &stored_plan,
             input,
@@ -295,8 +289,12 @@ impl Engine {
         // limits is cheap and keeps one code path.
         let mut limits = self.options.limits;
         limits.max_steps = limits.max_steps.max(100_000);
-        let plan = Plan::from_stored(&raw, &limits)
-            .map_err(|e| ApiError::new("internal", format!("stored plan is unreadable: {e}")))?;
+        let plan = Plan::from_stored(&raw, &limits).map_err(|e| {
+            ApiError::new(
+                ErrorCode::Internal,
+                format!("stored plan is unreadable: {e}"),
+            )
+        })?;
         let plan = Arc::new(plan);
         self.plans.insert(job, plan.clone());
         Ok(Some(plan))
@@ -725,8 +723,10 @@ impl Engine {
         step: &Step,
     ) -> Result<serde_json::Value, ApiError> {
         let (job_input, item) = self.dispatch_item(job, step, 0).await?;
-        let raw = step_input(step, &job_input, &item).map_err(|e| ApiError::new("internal", e))?;
-        serde_json::from_str(raw.get()).map_err(|e| ApiError::new("internal", e.to_string()))
+        let raw = step_input(step, &job_input, &item)
+            .map_err(|e| ApiError::new(ErrorCode::Internal, e))?;
+        serde_json::from_str(raw.get())
+            .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))
     }
 
     /// What publishing `attempt` of `step` again needs, read from the job: the job input and
@@ -922,7 +922,7 @@ pub(crate) fn usage_totals(
 fn check_idempotency_key(key: &str) -> Result<(), ApiError> {
     if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_LEN || key.chars().any(char::is_control) {
         return Err(ApiError::new(
-            "invalid_idempotency_key",
+            ErrorCode::InvalidIdempotencyKey,
             format!(
                 "idempotency_key must be 1-{MAX_IDEMPOTENCY_KEY_LEN} bytes without control characters"
             ),

@@ -6,6 +6,7 @@
 //! a queue group, submissions and results by shared durable consumers, timers by leases.
 
 mod api;
+mod clock;
 mod consume;
 mod decisions;
 mod engine;

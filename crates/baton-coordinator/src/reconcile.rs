@@ -29,7 +29,8 @@ use baton_protocol::subject;
 use uuid::Uuid;
 
 use crate::api::ApiError;
-use crate::engine::{Engine, now_ms};
+use crate::clock::now_ms;
+use crate::engine::Engine;
 
 /// Time kept in hand before the duplicate window closes: a first look later than this cannot
 /// rely on the original id to tell a lost publish from a consumed task.

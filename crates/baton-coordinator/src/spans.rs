@@ -12,7 +12,8 @@ use baton_protocol::messages::{Failure, FailureClass};
 use baton_protocol::plan::{Plan, Step};
 use uuid::Uuid;
 
-use crate::engine::{AttemptInfo, now_ms, usd};
+use crate::clock::now_ms;
+use crate::engine::{AttemptInfo, usd};
 use crate::store::{Store, Transition};
 use baton_core::Outcome;
 

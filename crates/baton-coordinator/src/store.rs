@@ -190,7 +190,7 @@ impl Store {
         cause: &Cause<'_>,
         now: u64,
     ) -> Result<Transition, Error> {
-        let ctx = Context {
+        let mut ctx = Context {
             now,
             running_ttl_ms: self.ttl.running.as_millis() as u64,
             reconcile_after_ms: self.ttl.reconcile_after.as_millis() as u64,
@@ -200,6 +200,11 @@ impl Store {
         // A new job needs no read: its decision is guarded by the job's absence.
         let mut read = !matches!(cause, Cause::Submitted(_));
         for conflicts in 0..MAX_TRIES {
+            if conflicts > 0 {
+                // The facts changed after `now`: a decision on the new facts is dated after
+                // them, so no dispatch is dated before the event it waited for.
+                ctx.now = ctx.now.max(crate::clock::now_ms());
+            }
             let facts = if read {
                 let values = self.job_fields(job, &names).await?;
                 Facts::from_values(&fields, values)
@@ -207,6 +212,7 @@ impl Store {
                 Facts::default()
             };
             read = true;
+            let now = ctx.now;
             let decision = baton_core::decide(job, plan, &facts, cause, &ctx);
             let Some(apply) = &decision.apply else {
                 return Ok(transition(plan, decision, Vec::new(), &[], now, conflicts));

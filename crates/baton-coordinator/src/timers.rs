@@ -11,7 +11,8 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::engine::{Engine, now_ms};
+use crate::clock::now_ms;
+use crate::engine::Engine;
 
 const BATCH: usize = 256;
 

@@ -42,14 +42,15 @@ pub enum Error {
 }
 
 impl Error {
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> crate::ErrorCode {
+        use crate::ErrorCode;
         match self {
-            Error::ContentType(_) => "unsupported_content_type",
-            Error::TooLarge { .. } => "payload_too_large",
-            Error::Malformed { .. } => "malformed_payload",
-            Error::Schema(_) => "invalid_request",
-            Error::TooDeep(_) => "payload_too_deep",
-            Error::Encode(_) => "internal",
+            Error::ContentType(_) => ErrorCode::UnsupportedContentType,
+            Error::TooLarge { .. } => ErrorCode::PayloadTooLarge,
+            Error::Malformed { .. } => ErrorCode::MalformedPayload,
+            Error::Schema(_) => ErrorCode::InvalidRequest,
+            Error::TooDeep(_) => ErrorCode::PayloadTooDeep,
+            Error::Encode(_) => ErrorCode::Internal,
         }
     }
 }

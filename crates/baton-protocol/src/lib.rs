@@ -5,6 +5,7 @@
 //! another language needs only what is described here (and in `docs/protocol.md`).
 
 pub mod codec;
+pub mod error_code;
 pub mod keys;
 pub mod limits;
 pub mod messages;
@@ -13,6 +14,7 @@ pub mod plan;
 pub mod subject;
 
 pub use codec::Encoding;
+pub use error_code::ErrorCode;
 pub use limits::Limits;
 pub use name::{AgentName, StepId};
 pub use plan::Plan;

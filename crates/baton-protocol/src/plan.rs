@@ -233,21 +233,22 @@ pub enum Error {
 
 impl Error {
     /// The stable snake_case code of this error, used in error replies.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> crate::ErrorCode {
+        use crate::ErrorCode;
         match self {
-            Error::Syntax(_) => "invalid_plan_syntax",
-            Error::Empty => "empty_plan",
-            Error::TooManySteps { .. } => "plan_too_large",
-            Error::InvalidName(_) => "invalid_name",
-            Error::DuplicateStep(_) => "duplicate_step",
-            Error::UnknownNeed { .. } => "unknown_need",
-            Error::RepeatedNeed { .. } => "repeated_need",
-            Error::TooManyNeeds { .. } => "too_many_needs",
-            Error::TooManyDependents { .. } => "fan_out_too_wide",
-            Error::Cycle(_) => "plan_cycle",
-            Error::InvalidPolicy { .. } => "invalid_policy",
-            Error::InvalidInput { .. } => "invalid_input_mapping",
-            Error::InvalidSchema { .. } => "invalid_output_schema",
+            Error::Syntax(_) => ErrorCode::InvalidPlanSyntax,
+            Error::Empty => ErrorCode::EmptyPlan,
+            Error::TooManySteps { .. } => ErrorCode::PlanTooLarge,
+            Error::InvalidName(_) => ErrorCode::InvalidName,
+            Error::DuplicateStep(_) => ErrorCode::DuplicateStep,
+            Error::UnknownNeed { .. } => ErrorCode::UnknownNeed,
+            Error::RepeatedNeed { .. } => ErrorCode::RepeatedNeed,
+            Error::TooManyNeeds { .. } => ErrorCode::TooManyNeeds,
+            Error::TooManyDependents { .. } => ErrorCode::FanOutTooWide,
+            Error::Cycle(_) => ErrorCode::PlanCycle,
+            Error::InvalidPolicy { .. } => ErrorCode::InvalidPolicy,
+            Error::InvalidInput { .. } => ErrorCode::InvalidInputMapping,
+            Error::InvalidSchema { .. } => ErrorCode::InvalidOutputSchema,
         }
     }
 }
