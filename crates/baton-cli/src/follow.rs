@@ -296,7 +296,7 @@ pub(crate) fn describe(kind: &EventKind) -> String {
             report,
         } => format!(
             "{step_id}: attempt {attempt} failed ({}{}): {}{}",
-            class_name(error.class),
+            error.class.as_str(),
             if error.retryable {
                 ""
             } else {
@@ -313,7 +313,7 @@ pub(crate) fn describe(kind: &EventKind) -> String {
         } => match class {
             Some(class) => format!(
                 "{step_id}: retry as attempt {attempt} in {delay_ms} ms (after {})",
-                class_name(*class)
+                class.as_str()
             ),
             None => format!("{step_id}: retry as attempt {attempt} in {delay_ms} ms"),
         },
@@ -367,16 +367,6 @@ pub(crate) fn describe(kind: &EventKind) -> String {
         EventKind::JobFailed { error, usage } => {
             format!("job failed: {error}{}", usage_suffix(usage))
         }
-    }
-}
-
-pub(crate) fn class_name(class: baton_protocol::messages::FailureClass) -> &'static str {
-    use baton_protocol::messages::FailureClass;
-    match class {
-        FailureClass::Error => "error",
-        FailureClass::Timeout => "timeout",
-        FailureClass::Invalid => "invalid",
-        FailureClass::Poison => "poison",
     }
 }
 

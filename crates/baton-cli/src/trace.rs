@@ -13,7 +13,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::client::Client;
-use crate::follow::{class_name, describe};
+use crate::follow::describe;
 
 #[derive(Debug, Args)]
 pub struct TraceArgs {
@@ -241,7 +241,7 @@ impl Trace {
                                 if error.class == baton_protocol::messages::FailureClass::Error {
                                     "failed".into()
                                 } else {
-                                    class_name(error.class).into()
+                                    error.class.as_str().into()
                                 };
                             run.error = Some(error.message.clone());
                         }

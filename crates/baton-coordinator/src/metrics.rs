@@ -103,21 +103,15 @@ struct QueueLabels {
 type SecondsFamily = Family<AgentLabels, Histogram, fn() -> Histogram>;
 type UsdCounter = Counter<f64, AtomicU64>;
 
-/// Outcomes of an attempt, as the `outcome` label gives them; failures by class.
-const OUTCOMES: [&str; 5] = ["succeeded", "error", "timeout", "invalid", "poison"];
-/// Failure classes, as the `class` label gives them (the order of [`class_index`]).
-const CLASSES: [&str; 4] = ["error", "timeout", "invalid", "poison"];
-const ACTIONS: [&str; 3] = ["output", "retry", "fail"];
-/// Why a result was fenced, as the `reason` label gives it (the first word of the event's).
+/// Why a result was fenced, as the `reason` label gives it (the first word of the event's);
+/// the last is every other reason.
 const FENCE_REASONS: [&str; 4] = ["stale", "ended", "missing", "other"];
 
-fn class_index(class: FailureClass) -> usize {
-    match class {
-        FailureClass::Error => 0,
-        FailureClass::Timeout => 1,
-        FailureClass::Invalid => 2,
-        FailureClass::Poison => 3,
-    }
+fn fence_index(word: &str) -> usize {
+    FENCE_REASONS
+        .iter()
+        .position(|known| *known == word)
+        .unwrap_or(FENCE_REASONS.len() - 1)
 }
 
 /// The families, from which each agent's series are taken once.
@@ -142,12 +136,15 @@ struct AgentSeries {
     agent: String,
     attempts: Counter,
     redispatches: Counter,
-    outcomes: [Counter; OUTCOMES.len()],
+    /// The `outcome` label `succeeded`.
+    succeeded: Counter,
+    /// The `outcome` label of each failure class, by [`FailureClass::index`].
+    failed: [Counter; FailureClass::ALL.len()],
     timeouts: Counter,
-    retries: [Counter; CLASSES.len()],
+    retries: [Counter; FailureClass::ALL.len()],
     dead_letters: Counter,
     escalations: Counter,
-    resolutions: [Counter; ACTIONS.len()],
+    resolutions: [Counter; ResolveAction::ALL.len()],
     fenced: [Counter; FENCE_REASONS.len()],
     latency: Histogram,
     overhead: Histogram,
@@ -346,7 +343,7 @@ impl Metrics {
                 // (`baton_escalation_resolutions_total{action="output"}` counts it).
                 if !*human {
                     let series = self.agent(agent_of(step_id));
-                    series.outcomes[0].inc();
+                    series.succeeded.inc();
                     series.attempt_report(report, self);
                 }
             }
@@ -357,7 +354,7 @@ impl Metrics {
                 ..
             } => {
                 let series = self.agent(agent_of(step_id));
-                series.outcomes[1 + class_index(error.class)].inc();
+                series.failed[error.class.index()].inc();
                 if error.class == FailureClass::Timeout {
                     series.timeouts.inc();
                 }
@@ -367,7 +364,7 @@ impl Metrics {
                 let series = self.agent(agent_of(step_id));
                 match class {
                     Some(class) => {
-                        series.retries[class_index(*class)].inc();
+                        series.retries[class.index()].inc();
                     }
                     None => {
                         let labels = ClassLabels {
@@ -387,22 +384,13 @@ impl Metrics {
             EventKind::EscalationResolved {
                 step_id, action, ..
             } => {
-                let index = match action {
-                    ResolveAction::Output => 0,
-                    ResolveAction::Retry => 1,
-                    ResolveAction::Fail => 2,
-                };
-                self.agent(agent_of(step_id)).resolutions[index].inc();
+                self.agent(agent_of(step_id)).resolutions[action.index()].inc();
             }
             EventKind::ResultFenced {
                 step_id, reason, ..
             } => {
                 let word = reason.split_whitespace().next().unwrap_or_default();
-                let index = FENCE_REASONS[..3]
-                    .iter()
-                    .position(|known| *known == word)
-                    .unwrap_or(3);
-                self.agent(agent_of(step_id)).fenced[index].inc();
+                self.agent(agent_of(step_id)).fenced[fence_index(word)].inc();
             }
         }
     }
@@ -434,23 +422,29 @@ impl AgentSeries {
         Self {
             attempts: families.attempts.get_or_create_owned(&labels),
             redispatches: families.redispatches.get_or_create_owned(&labels),
-            outcomes: OUTCOMES.map(|outcome| {
-                let (agent, outcome) = with(outcome);
+            succeeded: {
+                let (agent, outcome) = with("succeeded");
+                families
+                    .outcomes
+                    .get_or_create_owned(&OutcomeLabels { agent, outcome })
+            },
+            failed: FailureClass::ALL.map(|class| {
+                let (agent, outcome) = with(class.as_str());
                 families
                     .outcomes
                     .get_or_create_owned(&OutcomeLabels { agent, outcome })
             }),
             timeouts: families.timeouts.get_or_create_owned(&labels),
-            retries: CLASSES.map(|class| {
-                let (agent, class) = with(class);
+            retries: FailureClass::ALL.map(|class| {
+                let (agent, class) = with(class.as_str());
                 families
                     .retries
                     .get_or_create_owned(&ClassLabels { agent, class })
             }),
             dead_letters: families.dead_letters.get_or_create_owned(&labels),
             escalations: families.escalations.get_or_create_owned(&labels),
-            resolutions: ACTIONS.map(|action| {
-                let (agent, action) = with(action);
+            resolutions: ResolveAction::ALL.map(|action| {
+                let (agent, action) = with(action.as_str());
                 families
                     .resolutions
                     .get_or_create_owned(&ActionLabels { agent, action })

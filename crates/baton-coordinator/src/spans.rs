@@ -140,10 +140,7 @@ impl Spans {
                 } else {
                     "failed"
                 };
-                attributes.push(KeyValue::new(
-                    attr::FAILURE_CLASS,
-                    class_name(failure.class),
-                ));
+                attributes.push(KeyValue::new(attr::FAILURE_CLASS, failure.class.as_str()));
                 (name, Some(failure.message.clone()))
             }
         };
@@ -314,15 +311,6 @@ impl Spans {
         if let Some(sink) = &self.sink {
             sink.shutdown().await;
         }
-    }
-}
-
-fn class_name(class: FailureClass) -> &'static str {
-    match class {
-        FailureClass::Error => "error",
-        FailureClass::Timeout => "timeout",
-        FailureClass::Invalid => "invalid",
-        FailureClass::Poison => "poison",
     }
 }
 

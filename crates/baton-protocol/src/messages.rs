@@ -219,6 +219,37 @@ pub enum FailureClass {
     Poison,
 }
 
+impl FailureClass {
+    /// Every class, in declaration order: `ALL[c.index()] == c`.
+    pub const ALL: [FailureClass; 4] = [
+        FailureClass::Error,
+        FailureClass::Timeout,
+        FailureClass::Invalid,
+        FailureClass::Poison,
+    ];
+
+    /// The wire name (as serialized, and as the metrics' `class` label gives it).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureClass::Error => "error",
+            FailureClass::Timeout => "timeout",
+            FailureClass::Invalid => "invalid",
+            FailureClass::Poison => "poison",
+        }
+    }
+
+    /// The position in [`FailureClass::ALL`], for arrays indexed by class.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl std::fmt::Display for FailureClass {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A failed attempt, as recorded and reported.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Failure {
@@ -582,6 +613,29 @@ pub enum ResolveAction {
     Fail,
 }
 
+impl ResolveAction {
+    /// Every action, in declaration order: `ALL[a.index()] == a`.
+    pub const ALL: [ResolveAction; 3] = [
+        ResolveAction::Output,
+        ResolveAction::Retry,
+        ResolveAction::Fail,
+    ];
+
+    /// The wire name (as serialized, and as the metrics' `action` label gives it).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResolveAction::Output => "output",
+            ResolveAction::Retry => "retry",
+            ResolveAction::Fail => "fail",
+        }
+    }
+
+    /// The position in [`ResolveAction::ALL`], for arrays indexed by action.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
 /// Body of `baton.escalations.resolve`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -619,6 +673,21 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn names_and_indexes_agree_with_serde() {
+        for (i, class) in FailureClass::ALL.into_iter().enumerate() {
+            assert_eq!(class.index(), i);
+            assert_eq!(serde_json::to_value(class).unwrap(), json!(class.as_str()));
+        }
+        for (i, action) in ResolveAction::ALL.into_iter().enumerate() {
+            assert_eq!(action.index(), i);
+            assert_eq!(
+                serde_json::to_value(action).unwrap(),
+                json!(action.as_str())
+            );
+        }
+    }
 
     #[test]
     fn wire_format_is_stable() {
