@@ -13,8 +13,8 @@ use backon::{ExponentialBuilder, Retryable};
 use baton_protocol::ErrorCode;
 use baton_protocol::keys::{self, TimerKind, TimerMember};
 use baton_protocol::messages::{
-    AttemptReport, Event, EventKind, Failure, FailureClass, JobStatus, MAX_IDEMPOTENCY_KEY_LEN,
-    SubmitRequest, Task, Usage, UsageTotals,
+    AttemptReport, DeadLetter, DeadLetterReason, Event, EventKind, Failure, FailureClass,
+    JobStatus, MAX_IDEMPOTENCY_KEY_LEN, SubmitRequest, Task, Usage, UsageTotals,
 };
 use baton_protocol::plan::{Plan, Step};
 use baton_protocol::{AgentName, Encoding, codec, subject};
@@ -658,22 +658,19 @@ impl Engine {
             .ok()
             .and_then(|f| f.into_iter().next().flatten())
             .and_then(|raw| serde_json::from_str(&raw).ok());
-        let letter = serde_json::json!({
-            "job_id": job,
-            "step_id": step.id,
-            "attempt": attempt,
-            "agent": step.agent(),
-            "input": input,
-            "error": error,
-            "escalation_id": escalation_id,
-            "plan": plan.name(),
-        });
-        let mut headers = HeaderMap::new();
-        let reason = match &error {
-            Some(failure) if !failure.retryable => "non-retryable error",
-            _ => "retry policy exhausted",
+        let reason = DeadLetterReason::of(error.as_ref());
+        let letter = DeadLetter {
+            agent: step.agent().to_string(),
+            attempt,
+            error,
+            escalation_id: escalation_id.clone(),
+            input,
+            job_id: job,
+            plan: plan.name().map(str::to_owned),
+            step_id: step.id.to_string(),
         };
-        headers.insert(subject::header::DLQ_REASON, reason);
+        let mut headers = HeaderMap::new();
+        headers.insert(subject::header::DLQ_REASON, reason.as_str());
         headers.insert(
             "Nats-Msg-Id",
             subject::dlq_msg_id(job, &step.id, attempt).as_str(),
@@ -695,7 +692,7 @@ impl Engine {
                         step_id: step.id.to_string(),
                         attempt,
                         agent: step.agent().to_string(),
-                        reason: reason.to_owned(),
+                        reason: reason.as_str().to_owned(),
                     },
                 )
                 .await

@@ -259,6 +259,54 @@ pub struct Failure {
     pub retryable: bool,
 }
 
+/// The body of a step's dead letter on `baton.dlq.<agent>` (docs/protocol.md §10): the last
+/// task of a step that escalated. Fields in the order they are serialized.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    pub agent: String,
+    /// The last attempt.
+    pub attempt: u32,
+    /// Its failure, if one was recorded.
+    pub error: Option<Failure>,
+    /// The escalation to resolve.
+    pub escalation_id: String,
+    /// The input of that attempt (`{"input", "needs"}`, as its task had it).
+    pub input: Value,
+    pub job_id: Uuid,
+    /// The plan's name.
+    pub plan: Option<String>,
+    pub step_id: String,
+}
+
+/// Why a step's task was dead-lettered: the `Baton-Dlq-Reason` header of its dead letter and
+/// the `reason` of its `step_dead_lettered` event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DeadLetterReason {
+    /// Every attempt the retry policy allows failed.
+    #[serde(rename = "retry policy exhausted")]
+    RetryPolicyExhausted,
+    /// The agent said another attempt cannot help (or the task was poison).
+    #[serde(rename = "non-retryable error")]
+    NonRetryable,
+}
+
+impl DeadLetterReason {
+    /// The reason of a step that escalated after `failure`.
+    pub fn of(failure: Option<&Failure>) -> Self {
+        match failure {
+            Some(failure) if !failure.retryable => DeadLetterReason::NonRetryable,
+            _ => DeadLetterReason::RetryPolicyExhausted,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeadLetterReason::RetryPolicyExhausted => "retry policy exhausted",
+            DeadLetterReason::NonRetryable => "non-retryable error",
+        }
+    }
+}
+
 /// A message on `baton.tasks.<agent>`. `I` is the input's representation: the coordinator
 /// writes pre-encoded JSON, workers read a `serde_json::Value`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -687,6 +735,42 @@ mod tests {
                 json!(action.as_str())
             );
         }
+    }
+
+    #[test]
+    fn a_dead_letter_serializes_as_documented() {
+        let letter = DeadLetter {
+            agent: "sim".into(),
+            attempt: 2,
+            error: Some(Failure {
+                message: "boom".into(),
+                class: FailureClass::Error,
+                retryable: true,
+            }),
+            escalation_id: "j.fetch".into(),
+            input: json!({"input": {}, "needs": {}}),
+            job_id: Uuid::nil(),
+            plan: Some("flaky".into()),
+            step_id: "fetch".into(),
+        };
+        assert_eq!(
+            serde_json::to_string(&letter).unwrap(),
+            r#"{"agent":"sim","attempt":2,"error":{"message":"boom","class":"error","retryable":true},"escalation_id":"j.fetch","input":{"input":{},"needs":{}},"job_id":"00000000-0000-0000-0000-000000000000","plan":"flaky","step_id":"fetch"}"#
+        );
+        let reason = DeadLetterReason::of(letter.error.as_ref());
+        assert_eq!(reason, DeadLetterReason::RetryPolicyExhausted);
+        assert_eq!(
+            serde_json::to_value(reason).unwrap(),
+            json!(reason.as_str())
+        );
+        let fatal = Failure {
+            retryable: false,
+            ..letter.error.clone().unwrap()
+        };
+        assert_eq!(
+            DeadLetterReason::of(Some(&fatal)).as_str(),
+            "non-retryable error"
+        );
     }
 
     #[test]
