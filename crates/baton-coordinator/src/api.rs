@@ -61,6 +61,9 @@ impl From<codec::Error> for ApiError {
 
 impl From<store::Error> for ApiError {
     fn from(error: store::Error) -> Self {
+        if let store::Error::Plan(_) = error {
+            return Self::new(ErrorCode::Internal, error.to_string());
+        }
         tracing::warn!(error = %error, "State store error");
         Self::new(
             ErrorCode::Unavailable,
@@ -194,11 +197,14 @@ async fn status_of(
             format!("job {job} does not exist (or its retention ended)"),
         ));
     }
+    let get = |name: &str| fields.get(name).map(String::as_str);
+    let revision = get(field::PLAN_REVISION)
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(1);
     let plan = engine
-        .plan(job)
+        .plan_at(job, revision)
         .await?
         .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "job vanished"))?;
-    let get = |name: &str| fields.get(name).map(String::as_str);
     let status = get(field::STATUS)
         .and_then(JobStatus::parse)
         .unwrap_or(JobStatus::Pending);
@@ -302,7 +308,7 @@ async fn lookup(engine: &Engine, id: &str, with_input: bool) -> Result<Lookup, A
     let Some((job, step_id)) = keys::parse_escalation_id(id) else {
         return Ok(Lookup::Gone);
     };
-    let Some(plan) = engine.plan(job).await? else {
+    let Some(plan) = engine.plan_with(job, step_id).await? else {
         return Ok(Lookup::Gone);
     };
     let Some(step) = plan.step(step_id) else {
@@ -383,7 +389,10 @@ async fn resolve(
         )
     };
     let (job, step_id) = keys::parse_escalation_id(&request.id).ok_or_else(not_found)?;
-    let plan = engine.plan(job).await?.ok_or_else(not_found)?;
+    let plan = engine
+        .plan_with(job, step_id)
+        .await?
+        .ok_or_else(not_found)?;
     let step = plan.step(step_id).ok_or_else(not_found)?;
     let limits = &engine.options.limits;
     let (action, payload) = match request.action {
@@ -430,7 +439,10 @@ async fn resolve(
         },
         ResolveAction::Fail => baton_core::Resolution::Fail { reason: &payload },
     };
-    let cause = baton_core::Cause::Resolved { step, resolution };
+    let cause = baton_core::Cause::Resolved {
+        step: step.id.as_str(),
+        resolution,
+    };
     let transition = engine.handle(job, &plan, &cause, now_ms()).await?;
     if transition.outcome != Outcome::Resolved {
         return Err(ApiError::new(
@@ -498,7 +510,7 @@ async fn resolve(
         ResolveAction::Retry | ResolveAction::Fail => {}
     }
     let job_status = transition.status;
-    engine.apply(job, &plan, transition).await;
+    engine.apply(job, transition).await;
     Ok(ResolveEscalationReply {
         job_id: job,
         step_id: step_id.to_owned(),

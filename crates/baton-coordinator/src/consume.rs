@@ -188,7 +188,7 @@ pub(crate) async fn on_result(engine: Arc<Engine>, message: jetstream::Message) 
         )
         .await;
     };
-    let plan = match engine.plan(result.job_id).await {
+    let plan = match engine.plan_with(result.job_id, &result.step_id).await {
         Ok(Some(plan)) => plan,
         Ok(None) => {
             tracing::info!(job = %result.job_id, "Result for an unknown or expired job dropped");
@@ -412,7 +412,7 @@ async fn on_poison(engine: &Engine, payload: &[u8]) {
     let task = baton_nats::encoding_of(Some(&stored.headers))
         .and_then(|encoding| encoding.decode::<Task>(&stored.payload, max));
     if let Ok(task) = task
-        && let Ok(Some(plan)) = engine.plan(task.job_id).await
+        && let Ok(Some(plan)) = engine.plan_with(task.job_id, &task.step_id).await
         && let Some(step) = plan.step(&task.step_id)
     {
         let failure = Failure {

@@ -41,8 +41,14 @@ const STALE_MAPPING: Duration = Duration::from_secs(60);
 const SUBMITTED_PLANS: usize = 256;
 const SUBMITTED_PLAN_MAX_BYTES: usize = 16 * 1024;
 
-/// State shared by all of a replica's loops. Holds no job state: the plan cache only holds
-/// immutable plans, reloaded from Redis on a miss.
+/// Times one cause is decided again on a newer revision of the job's plan before the caller
+/// gets `PlanChanged` back (a plan grows once per planner or loop step: more in a row is a
+/// plan growing faster than it can be decided on).
+const MAX_PLAN_RELOADS: u32 = 4;
+
+/// State shared by all of a replica's loops. Holds no job state: the plan cache holds each
+/// job's plan at the revision last seen, loaded from Redis on a miss; a decision guards the
+/// revision it was taken on, so a stale entry is found and replaced, never decided on.
 pub(crate) struct Engine {
     pub(crate) client: async_nats::Client,
     pub(crate) js: jetstream::Context,
@@ -162,7 +168,10 @@ impl Engine {
                 format!("job {source} does not exist (or its retention ended)"),
             )
         };
-        let plan = self.plan(source).await?.ok_or_else(not_found)?;
+        let plan = self
+            .plan_with(source, &request.from)
+            .await?
+            .ok_or_else(not_found)?;
         if plan.step(&request.from).is_none() {
             return Err(ApiError::new(
                 ErrorCode::UnknownStep,
@@ -269,32 +278,74 @@ impl Engine {
                 .await;
             }
         }
-        self.apply(job, &plan, transition).await;
+        self.apply(job, transition).await;
         Ok((job, false))
     }
 
-    /// The plan of a job: from the cache, or reloaded from Redis.
+    /// The plan of a job: from the cache, or loaded from Redis.
     pub(crate) async fn plan(&self, job: Uuid) -> Result<Option<Arc<Plan>>, ApiError> {
         if let Some(plan) = self.plans.get(&job) {
             return Ok(Some(plan));
         }
+        Ok(self.load_plan(job).await?)
+    }
+
+    /// The plan of a job that should have `step`: the cached plan, or the stored one when
+    /// the cached one lacks the step (the plan grew since it was cached).
+    pub(crate) async fn plan_with(
+        &self,
+        job: Uuid,
+        step: &str,
+    ) -> Result<Option<Arc<Plan>>, ApiError> {
+        match self.plan(job).await? {
+            Some(plan) if plan.step(step).is_some() => Ok(Some(plan)),
+            Some(_) => Ok(self.load_plan(job).await?),
+            None => Ok(None),
+        }
+    }
+
+    /// The plan of a job at `revision` or later (a revision read with the job's state): the
+    /// cached plan, or the stored one when the cached one is older.
+    pub(crate) async fn plan_at(
+        &self,
+        job: Uuid,
+        revision: u32,
+    ) -> Result<Option<Arc<Plan>>, ApiError> {
+        match self.plan(job).await? {
+            Some(plan) if plan.revision() >= revision => Ok(Some(plan)),
+            Some(_) => Ok(self.load_plan(job).await?),
+            None => Ok(None),
+        }
+    }
+
+    /// The job's plan as stored now, at its revision; replaces the cached one.
+    async fn load_plan(&self, job: Uuid) -> Result<Option<Arc<Plan>>, store::Error> {
         let fields = self
             .store
-            .job_fields(job, &[keys::field::PLAN.to_owned()])
+            .job_fields(
+                job,
+                &[
+                    keys::field::PLAN.to_owned(),
+                    keys::field::PLAN_REVISION.to_owned(),
+                ],
+            )
             .await?;
-        let Some(Some(raw)) = fields.into_iter().next() else {
+        let mut fields = fields.into_iter();
+        let Some(raw) = fields.next().flatten() else {
             return Ok(None);
         };
-        // Stored plans were validated when submitted; validating again under the current
-        // limits is cheap and keeps one code path.
+        let revision = fields
+            .next()
+            .flatten()
+            .and_then(|r| r.parse().ok())
+            .unwrap_or(1);
+        // Stored plans were validated when submitted (or grown); validating again under the
+        // current limits is cheap and keeps one code path.
         let mut limits = self.options.limits;
         limits.max_steps = limits.max_steps.max(100_000);
-        let plan = Plan::from_stored(&raw, &limits).map_err(|e| {
-            ApiError::new(
-                ErrorCode::Internal,
-                format!("stored plan is unreadable: {e}"),
-            )
-        })?;
+        let plan = Plan::from_stored(&raw, &limits)
+            .map_err(|e| store::Error::Plan(e.to_string()))?
+            .at_revision(revision);
         let plan = Arc::new(plan);
         self.plans.insert(job, plan.clone());
         Ok(Some(plan))
@@ -304,7 +355,7 @@ impl Engine {
     pub(crate) async fn record(
         &self,
         job: Uuid,
-        plan: &Plan,
+        plan: &Arc<Plan>,
         step: &Step,
         attempt: u32,
         outcome: Result<String, Failure>,
@@ -323,14 +374,14 @@ impl Engine {
         let cause = match (&outcome, failure_json.as_deref()) {
             (Err(failure), Some(json)) if failure.class == FailureClass::Timeout => {
                 Cause::TimedOut {
-                    step,
+                    step: step.id.as_str(),
                     attempt,
                     failure: json,
                     retry_delay_ms: delay_ms,
                 }
             }
             (Err(failure), json) => Cause::Result {
-                step,
+                step: step.id.as_str(),
                 attempt,
                 outcome: baton_core::Attempt::Failed {
                     failure: json.unwrap_or_default(),
@@ -340,7 +391,7 @@ impl Engine {
                 usage: core_usage(info.usage.as_ref(), cost_nanos),
             },
             (Ok(output), _) => Cause::Result {
-                step,
+                step: step.id.as_str(),
                 attempt,
                 outcome: baton_core::Attempt::Succeeded { output },
                 usage: core_usage(info.usage.as_ref(), cost_nanos),
@@ -424,7 +475,7 @@ impl Engine {
             }
             _ => {}
         }
-        self.apply(job, plan, transition.clone()).await;
+        self.apply(job, transition.clone()).await;
         Ok(transition)
     }
 
@@ -435,26 +486,48 @@ impl Engine {
     pub(crate) async fn handle(
         &self,
         job: Uuid,
-        plan: &Plan,
+        plan: &Arc<Plan>,
         cause: &Cause<'_>,
         now: u64,
     ) -> Result<Transition, store::Error> {
-        let result = self.store.transition(job, plan, cause, now).await;
-        let conflicts = match &result {
-            Ok(transition) => transition.conflicts,
-            Err(store::Error::Conflict(_)) => crate::store::MAX_TRIES,
-            Err(_) => 0,
-        };
-        if conflicts > 0 {
-            self.metrics.conflicts(conflicts);
+        let mut plan = plan.clone();
+        let mut reloads = 0;
+        loop {
+            let result = self.store.transition(job, &plan, cause, now).await;
+            let conflicts = match &result {
+                Ok(transition) => transition.conflicts,
+                Err(store::Error::Conflict(_)) => crate::store::MAX_TRIES,
+                Err(_) => 0,
+            };
+            if conflicts > 0 {
+                self.metrics.conflicts(conflicts);
+            }
+            let transition = result?;
+            if let Outcome::PlanChanged { .. } = transition.outcome {
+                // Another replica grew the plan: decide again on the revision stored now. A
+                // plan that keeps changing is a conflict: the cause is retried later (a
+                // result is redelivered, a timer fires again), never dropped.
+                if reloads == MAX_PLAN_RELOADS {
+                    self.metrics.conflicts(1);
+                    return Err(store::Error::Conflict(job));
+                }
+                reloads += 1;
+                match self.load_plan(job).await? {
+                    Some(stored) => {
+                        plan = stored;
+                        continue;
+                    }
+                    None => return Ok(transition),
+                }
+            }
+            self.note_timers(transition.timers.iter().copied());
+            return Ok(transition);
         }
-        let transition = result?;
-        self.note_timers(transition.timers.iter().copied());
-        Ok(transition)
     }
 
     /// Publishes what a transition started, and the job's end.
-    pub(crate) async fn apply(&self, job: Uuid, plan: &Plan, transition: Transition) {
+    pub(crate) async fn apply(&self, job: Uuid, transition: Transition) {
+        let plan = &transition.plan.clone();
         let job_ended = matches!(transition.status, JobStatus::Succeeded | JobStatus::Failed);
         if !transition.dispatch.is_empty() {
             let input = transition.input.as_str();
@@ -499,7 +572,7 @@ impl Engine {
     async fn dispatch(
         &self,
         job: Uuid,
-        plan: &Plan,
+        plan: &Arc<Plan>,
         job_input: &str,
         item: &store::Dispatch,
         decided: u64,
@@ -618,7 +691,7 @@ impl Engine {
     async fn fail_unpublishable(
         &self,
         job: Uuid,
-        plan: &Plan,
+        plan: &Arc<Plan>,
         step: &Step,
         attempt: u32,
         message: String,
@@ -817,7 +890,7 @@ impl Engine {
 
     /// Handles a fired timer; returns the time to fire it again, if it is not due yet.
     pub(crate) async fn on_timer(&self, member: &TimerMember) -> Result<Option<u64>, ApiError> {
-        let Some(plan) = self.plan(member.job).await? else {
+        let Some(plan) = self.plan_with(member.job, &member.step).await? else {
             return Ok(None);
         };
         let Some(step) = plan.step(&member.step) else {
@@ -848,11 +921,11 @@ impl Engine {
             }
             TimerKind::Retry => {
                 let cause = Cause::RetryDue {
-                    step,
+                    step: step.id.as_str(),
                     attempt: member.attempt,
                 };
                 let transition = self.handle(member.job, &plan, &cause, now_ms()).await?;
-                self.apply(member.job, &plan, transition.clone()).await;
+                self.apply(member.job, transition.clone()).await;
                 transition
             }
         };

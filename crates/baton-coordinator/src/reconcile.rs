@@ -215,7 +215,7 @@ impl Engine {
             return Ok(());
         };
         let cause = baton_core::Cause::Reconcile {
-            step,
+            step: step.id.as_str(),
             attempt,
             note,
         };

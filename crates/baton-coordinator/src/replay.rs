@@ -93,7 +93,7 @@ pub async fn replay(
     let store = Store::connect(&options, ttl).await?;
     let mut replay = Replay {
         store,
-        plan,
+        plan: std::sync::Arc::new(plan),
         trace,
         job: Uuid::now_v7(),
         replayed: BTreeMap::new(),
@@ -198,7 +198,7 @@ fn sorted(trace: &TraceReply) -> Vec<&baton_protocol::messages::Event> {
 
 struct Replay<'a> {
     store: Store,
-    plan: Plan,
+    plan: std::sync::Arc<Plan>,
     trace: &'a TraceReply,
     job: Uuid,
     replayed: BTreeMap<String, Vec<String>>,
@@ -289,14 +289,14 @@ impl Replay<'_> {
                     let payload = serde_json::to_string(error).unwrap_or_default();
                     let cause = if timeout {
                         Cause::TimedOut {
-                            step: &step,
+                            step: step.id.as_str(),
                             attempt: *attempt,
                             failure: &payload,
                             retry_delay_ms: delay.unwrap_or(0),
                         }
                     } else {
                         Cause::Result {
-                            step: &step,
+                            step: step.id.as_str(),
                             attempt: *attempt,
                             outcome: Attempt::Failed {
                                 failure: &payload,
@@ -346,7 +346,7 @@ impl Replay<'_> {
                         ResolveAction::Fail => Resolution::Fail { reason: &payload },
                     };
                     let cause = Cause::Resolved {
-                        step: &step,
+                        step: step.id.as_str(),
                         resolution,
                     };
                     let transition = self
@@ -395,7 +395,7 @@ impl Replay<'_> {
             // Not before the backoff the replay scheduled ended.
             let due = self.deadline(&step_id).await?;
             let cause = Cause::RetryDue {
-                step: &step,
+                step: step.id.as_str(),
                 attempt,
             };
             let transition = self
@@ -424,7 +424,7 @@ impl Replay<'_> {
         now: u64,
     ) -> Result<Transition, ReplayError> {
         let cause = Cause::Result {
-            step,
+            step: step.id.as_str(),
             attempt,
             outcome,
             usage: baton_core::Usage::default(),

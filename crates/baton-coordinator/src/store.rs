@@ -4,6 +4,7 @@
 //! that it could not reload. What a transition *does* is decided in `baton-core`, not here.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use baton_core::{Apply, Cause, Context, Decision, End, Expire, Facts, Field, Outcome, StepField};
@@ -23,6 +24,9 @@ pub enum Error {
     Tls(String),
     #[error("unexpected reply from a Redis script: {0}")]
     Reply(String),
+    /// A job's stored plan could not be read back.
+    #[error("stored plan is unreadable: {0}")]
+    Plan(String),
     /// The job kept changing under the decision: every try found other facts than it read.
     #[error("job {0} changed under {MAX_TRIES} decisions in a row")]
     Conflict(Uuid),
@@ -49,6 +53,8 @@ pub(crate) struct Ttl {
 /// One transition, as decided and applied.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Transition {
+    /// The plan it was decided on (for a growth, the caller puts the grown plan here).
+    pub(crate) plan: Arc<Plan>,
     /// What the decision did, or why it did nothing.
     pub(crate) outcome: Outcome,
     /// The job's status after it.
@@ -186,7 +192,7 @@ impl Store {
     pub(crate) async fn transition(
         &self,
         job: Uuid,
-        plan: &Plan,
+        plan: &Arc<Plan>,
         cause: &Cause<'_>,
         now: u64,
     ) -> Result<Transition, Error> {
@@ -215,11 +221,21 @@ impl Store {
             let now = ctx.now;
             let decision = baton_core::decide(job, plan, &facts, cause, &ctx);
             let Some(apply) = &decision.apply else {
-                return Ok(transition(plan, decision, Vec::new(), &[], now, conflicts));
+                return Ok(transition(
+                    plan,
+                    cause,
+                    decision,
+                    Vec::new(),
+                    &[],
+                    now,
+                    conflicts,
+                ));
             };
-            let post = post_reads(plan, &decision);
+            let post = post_reads(cause.plan_after(plan), &decision);
             if let Some(values) = self.apply(job, &decision, apply, &post, now).await? {
-                return Ok(transition(plan, decision, values, &post, now, conflicts));
+                return Ok(transition(
+                    plan, cause, decision, values, &post, now, conflicts,
+                ));
             }
         }
         Err(Error::Conflict(job))
@@ -581,13 +597,15 @@ fn post_reads(plan: &Plan, decision: &Decision) -> Vec<String> {
 
 /// The transition a decision made, with what was read after it was applied.
 fn transition(
-    plan: &Plan,
+    decided_on: &Arc<Plan>,
+    cause: &Cause<'_>,
     decision: Decision,
     values: Vec<Option<String>>,
     post: &[String],
     now: u64,
     conflicts: u32,
 ) -> Transition {
+    let plan = cause.plan_after(decided_on);
     let read: HashMap<&str, String> = post
         .iter()
         .map(String::as_str)
@@ -652,6 +670,7 @@ fn transition(
         })
         .collect();
     Transition {
+        plan: decided_on.clone(),
         outcome,
         status,
         input,
@@ -663,3 +682,6 @@ fn transition(
         conflicts,
     }
 }
+
+#[cfg(test)]
+mod tests;

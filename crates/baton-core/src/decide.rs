@@ -37,32 +37,58 @@ pub enum Cause<'a> {
     /// A worker answered an attempt (or the coordinator failed it in a worker's stead: a
     /// task that cannot be built, a poison task).
     Result {
-        step: &'a Step,
+        step: &'a str,
         attempt: u32,
         outcome: Attempt<'a>,
         usage: Usage<'a>,
     },
     /// An attempt's deadline passed.
     TimedOut {
-        step: &'a Step,
+        step: &'a str,
         attempt: u32,
         /// The failure (JSON) and the backoff before the next attempt.
         failure: &'a str,
         retry_delay_ms: u64,
     },
     /// A retry's backoff ended.
-    RetryDue { step: &'a Step, attempt: u32 },
+    RetryDue { step: &'a str, attempt: u32 },
     /// A human resolved an escalated step.
     Resolved {
-        step: &'a Step,
+        step: &'a str,
         resolution: Resolution<'a>,
     },
     /// The reconciler looked at a running attempt's task and notes where it sits.
     Reconcile {
-        step: &'a Step,
+        step: &'a str,
         attempt: u32,
         note: &'a str,
     },
+    /// The running job's plan grows to `plan` (the next revision of the plan decided with,
+    /// from [`Plan::grow`]); `stored` is its JSON, as the job keeps it.
+    Grow { plan: &'a Plan, stored: &'a str },
+}
+
+impl<'a> Cause<'a> {
+    /// The step the cause is about, if it is about one.
+    pub fn step(&self) -> Option<&'a str> {
+        match *self {
+            Cause::Result { step, .. }
+            | Cause::TimedOut { step, .. }
+            | Cause::RetryDue { step, .. }
+            | Cause::Resolved { step, .. }
+            | Cause::Reconcile { step, .. } => Some(step),
+            Cause::Submitted(_) | Cause::Grow { .. } => None,
+        }
+    }
+
+    /// The plan the job has once this cause's decision is applied: the grown plan for
+    /// [`Cause::Grow`], else `plan` (the one decided with).
+    pub fn plan_after<'p>(&'p self, plan: &'p Plan) -> &'p Plan {
+        match self {
+            Cause::Grow { plan: grown, .. } => grown,
+            _ => plan,
+        }
+    }
 }
 
 /// What a new job starts from.
@@ -121,12 +147,31 @@ fn step_field(field: StepField, step: &Step) -> Field {
 /// The facts `decide` needs for `cause`, to read in one go.
 pub fn reads(plan: &Plan, cause: &Cause<'_>) -> Vec<Field> {
     let mut fields = vec![Field::Status];
+    if let Cause::Submitted(_) = cause {
+        return fields;
+    }
+    fields.push(Field::Revision);
+    if let Cause::Grow { plan: grown, .. } = cause {
+        fields.push(Field::TtlMark);
+        let mut seen = std::collections::HashSet::new();
+        for step in grown.added_since(plan) {
+            for need in &step.needs {
+                if plan.step(need.as_str()).is_some() && seen.insert(need.as_str()) {
+                    fields.push(Field::step(StepField::Status, need.as_str()));
+                }
+            }
+        }
+        return fields;
+    }
+    let Some(step) = cause.step().and_then(|id| plan.step(id)) else {
+        return fields;
+    };
     let mut step_fields = |step: &Step, list: &[StepField]| {
         fields.extend(list.iter().map(|f| step_field(*f, step)));
     };
     match cause {
-        Cause::Submitted(_) => {}
-        Cause::Result { step, outcome, .. } => {
+        Cause::Submitted(_) | Cause::Grow { .. } => {}
+        Cause::Result { outcome, .. } => {
             step_fields(
                 step,
                 &[
@@ -142,7 +187,7 @@ pub fn reads(plan: &Plan, cause: &Cause<'_>) -> Vec<Field> {
                 succeed_reads(plan, step, &mut fields);
             }
         }
-        Cause::TimedOut { step, .. } => {
+        Cause::TimedOut { .. } => {
             step_fields(
                 step,
                 &[
@@ -156,14 +201,14 @@ pub fn reads(plan: &Plan, cause: &Cause<'_>) -> Vec<Field> {
             );
             fields.push(Field::TtlMark);
         }
-        Cause::RetryDue { step, .. } => {
+        Cause::RetryDue { .. } => {
             step_fields(
                 step,
                 &[StepField::Status, StepField::Attempt, StepField::Due],
             );
             fields.push(Field::TtlMark);
         }
-        Cause::Resolved { step, resolution } => {
+        Cause::Resolved { resolution, .. } => {
             step_fields(step, &[StepField::Status, StepField::Attempt]);
             fields.push(Field::Escalated);
             fields.push(Field::TtlMark);
@@ -171,7 +216,7 @@ pub fn reads(plan: &Plan, cause: &Cause<'_>) -> Vec<Field> {
                 succeed_reads(plan, step, &mut fields);
             }
         }
-        Cause::Reconcile { step, .. } => {
+        Cause::Reconcile { .. } => {
             step_fields(step, &[StepField::Status, StepField::Attempt]);
         }
     }
@@ -198,14 +243,49 @@ pub fn decide(job: Uuid, plan: &Plan, facts: &Facts, cause: &Cause<'_>, ctx: &Co
         Some(status) if status.is_terminal() => return Decision::nothing(Outcome::Ended, status),
         Some(status) => status,
     };
+    let revision = facts.revision();
+    if revision != plan.revision() {
+        return Decision::nothing(Outcome::PlanChanged { revision }, status);
+    }
+    let mut decision = decide_on(job, plan, facts, cause, status, ctx);
+    if let Some(apply) = decision.apply.as_mut() {
+        // Every write holds only for the plan it was decided on: a concurrent growth of the
+        // plan makes it conflict, and the next try finds the new revision.
+        apply.guard(
+            Field::Revision,
+            facts.get(&Field::Revision).map(str::to_owned),
+        );
+    }
+    decision
+}
+
+/// `decide` for a job that exists, has not ended, and has the plan decided with.
+fn decide_on(
+    job: Uuid,
+    plan: &Plan,
+    facts: &Facts,
+    cause: &Cause<'_>,
+    status: JobStatus,
+    ctx: &Context,
+) -> Decision {
+    if let Cause::Grow {
+        plan: grown,
+        stored,
+    } = *cause
+    {
+        return grow(job, plan, grown, stored, facts, status, ctx);
+    }
+    let Some(step) = cause.step().and_then(|id| plan.step(id)) else {
+        return Decision::nothing(Outcome::UnknownStep, status);
+    };
     match *cause {
-        // Decided above: a new job is not fenced by a status.
-        Cause::Submitted(_) => Decision::nothing(Outcome::Exists, status),
+        // Decided above: a new job is not fenced by a status; a growth has no step.
+        Cause::Submitted(_) | Cause::Grow { .. } => Decision::nothing(Outcome::Exists, status),
         Cause::Result {
-            step,
             attempt,
             outcome,
             usage,
+            ..
         } => {
             let mut decision = match outcome {
                 Attempt::Succeeded { output } => {
@@ -241,10 +321,10 @@ pub fn decide(job: Uuid, plan: &Plan, facts: &Facts, cause: &Cause<'_>, ctx: &Co
             decision
         }
         Cause::TimedOut {
-            step,
             attempt,
             failure,
             retry_delay_ms,
+            ..
         } => {
             let due = facts.step_number(StepField::Due, step.id.as_str());
             record(facts, step, attempt, status, ctx, Some(due), |d, a| {
@@ -262,15 +342,11 @@ pub fn decide(job: Uuid, plan: &Plan, facts: &Facts, cause: &Cause<'_>, ctx: &Co
                 )
             })
         }
-        Cause::RetryDue { step, attempt } => retry_due(job, facts, step, attempt, status, ctx),
-        Cause::Resolved { step, resolution } => {
+        Cause::RetryDue { attempt, .. } => retry_due(job, facts, step, attempt, status, ctx),
+        Cause::Resolved { resolution, .. } => {
             resolve(job, plan, facts, step, resolution, status, ctx)
         }
-        Cause::Reconcile {
-            step,
-            attempt,
-            note,
-        } => {
+        Cause::Reconcile { attempt, note, .. } => {
             if let Some(stale) = fence(facts, step, StepStatus::Running, attempt, status) {
                 return stale;
             }
@@ -646,6 +722,79 @@ fn resolve(
     decision
 }
 
+/// The job's plan grows to `grown`: its new steps start, or wait for their needs that have
+/// not succeeded, and the job has that many more steps left.
+fn grow(
+    job: Uuid,
+    plan: &Plan,
+    grown: &Plan,
+    stored: &str,
+    facts: &Facts,
+    status: JobStatus,
+    ctx: &Context,
+) -> Decision {
+    let added = grown.added_since(plan);
+    if grown.revision() != plan.revision() + 1 || added.is_empty() {
+        // Not the next revision of the plan the job has: grown from another one.
+        return Decision::nothing(
+            Outcome::PlanChanged {
+                revision: plan.revision(),
+            },
+            status,
+        );
+    }
+    let now = ctx.now.to_string();
+    let mut decision = Decision::nothing(
+        Outcome::Grown {
+            revision: grown.revision(),
+            steps: added.len(),
+        },
+        status,
+    );
+    let mut apply = Apply::default();
+    apply
+        .guard(Field::Status, facts.get(&Field::Status).map(str::to_owned))
+        .set(Field::Plan, stored)
+        .set(Field::Revision, grown.revision().to_string())
+        .set(Field::Updated, now.clone());
+    apply
+        .add
+        .push((Field::Left, i64::try_from(added.len()).unwrap_or(i64::MAX)));
+    let mut guarded = std::collections::HashSet::new();
+    for step in added {
+        let mut waiting = 0;
+        for need in &step.needs {
+            let old = plan.step(need.as_str()).is_some();
+            if old && guarded.insert(need.as_str()) {
+                // A need that succeeds concurrently was decided without this dependent.
+                let read = facts
+                    .step(StepField::Status, need.as_str())
+                    .map(str::to_owned);
+                apply.guard(Field::step(StepField::Status, need.as_str()), read);
+            }
+            if !old || facts.step_status(need.as_str()) != Some(StepStatus::Succeeded) {
+                waiting += 1;
+            }
+        }
+        if waiting == 0 {
+            start(job, step, 1, &mut decision, &mut apply, ctx);
+            apply
+                .set(step_field(StepField::Attempt, step), "1")
+                .set(step_field(StepField::Started, step), now.clone());
+        } else {
+            apply
+                .set(
+                    step_field(StepField::Status, step),
+                    StepStatus::Waiting.as_str(),
+                )
+                .set(step_field(StepField::Waiting, step), waiting.to_string());
+        }
+    }
+    refresh(&mut apply, facts, ctx);
+    decision.apply = Some(apply);
+    decision
+}
+
 fn create(job: Uuid, plan: &Plan, facts: &Facts, new: &NewJob<'_>, ctx: &Context) -> Decision {
     if facts.exists() {
         let status = facts.status().unwrap_or(JobStatus::Running);
@@ -663,6 +812,7 @@ fn create(job: Uuid, plan: &Plan, facts: &Facts, new: &NewJob<'_>, ctx: &Context
         .guard(Field::Status, None)
         .set(Field::Status, JobStatus::Running.as_str())
         .set(Field::Plan, new.plan)
+        .set(Field::Revision, plan.revision().to_string())
         .set(Field::Input, new.input)
         .set(Field::Created, now.clone())
         .set(Field::Updated, now.clone())

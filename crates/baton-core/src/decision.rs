@@ -86,6 +86,13 @@ pub enum Outcome {
     Later { due: u64 },
     /// No change: the step a resolution names is not escalated.
     NotEscalated { step: Option<StepStatus> },
+    /// The plan grew to `revision`, adding `steps` steps.
+    Grown { revision: u32, steps: usize },
+    /// No change: the job's stored plan is at `revision`, not the one decided with. The
+    /// caller loads that revision and decides again.
+    PlanChanged { revision: u32 },
+    /// No change: the job's plan has no such step.
+    UnknownStep,
 }
 
 impl Outcome {
@@ -100,6 +107,7 @@ impl Outcome {
                 | Outcome::Dispatched
                 | Outcome::Resolved
                 | Outcome::Noted
+                | Outcome::Grown { .. }
         )
     }
 
@@ -108,6 +116,7 @@ impl Outcome {
     pub fn fence_reason(&self, status: JobStatus) -> Option<String> {
         match self {
             Outcome::Missing => Some("missing".to_owned()),
+            Outcome::UnknownStep => Some("missing step".to_owned()),
             Outcome::Ended => Some(format!("ended {}", status.as_str())),
             Outcome::Stale { step, attempt } => Some(format!(
                 "stale {}:{attempt}",
@@ -205,6 +214,9 @@ impl std::fmt::Display for Outcome {
             Outcome::Stale { .. } => "stale",
             Outcome::Later { .. } => "later",
             Outcome::NotEscalated { .. } => "not_escalated",
+            Outcome::Grown { .. } => "grown",
+            Outcome::PlanChanged { .. } => "plan_changed",
+            Outcome::UnknownStep => "unknown_step",
         })
     }
 }

@@ -38,6 +38,14 @@ impl Facts {
         self.get(&Field::Status).and_then(JobStatus::parse)
     }
 
+    /// The revision of the job's stored plan (absent: 1, as for jobs created before plans
+    /// had revisions).
+    pub fn revision(&self) -> u32 {
+        self.get(&Field::Revision)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1)
+    }
+
     pub fn exists(&self) -> bool {
         self.values.contains_key(&Field::Status)
     }

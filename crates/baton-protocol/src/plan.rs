@@ -190,6 +190,8 @@ pub struct Plan {
     steps: Vec<Step>,
     index: HashMap<StepId, usize>,
     dependents: Vec<Vec<usize>>,
+    /// 1 when submitted; each [`Plan::grow`] adds one.
+    revision: u32,
 }
 
 /// Why a plan was rejected. Each variant maps to a stable `code` in error replies.
@@ -324,11 +326,45 @@ impl Plan {
             steps,
             index,
             dependents,
+            revision: 1,
         };
         if let Some(cycle) = plan.find_cycle() {
             return Err(Error::Cycle(cycle));
         }
         Ok(plan)
+    }
+
+    /// This plan with more steps, at the next revision: what a running job's plan becomes
+    /// when it grows (a planner's sub-plan, a loop's next iteration). The new steps may need
+    /// any step, old or new; the old steps stay as they are, in the same order, so every
+    /// decision taken on this revision still holds on the next. Validated like a submitted
+    /// plan under `limits` (ids, needs, fan-out, cycles, size).
+    pub fn grow(&self, steps: Vec<StepSpec>, limits: &Limits) -> Result<Self, Error> {
+        if steps.is_empty() {
+            return Err(Error::Empty);
+        }
+        let mut spec = self.spec.clone();
+        spec.steps.extend(steps);
+        let mut grown = Self::new(spec, limits)?;
+        grown.revision = self.revision + 1;
+        Ok(grown)
+    }
+
+    /// Steps `grow` added to `base` (the steps after `base`'s).
+    pub fn added_since(&self, base: &Plan) -> &[Step] {
+        self.steps.get(base.steps.len()..).unwrap_or_default()
+    }
+
+    /// The plan's revision: 1 when submitted, one more each time it grew.
+    pub fn revision(&self) -> u32 {
+        self.revision
+    }
+
+    /// The same plan, as stored at `revision` (read back with [`Plan::from_stored`], which
+    /// cannot know it).
+    pub fn at_revision(mut self, revision: u32) -> Self {
+        self.revision = revision;
+        self
     }
 
     /// The plan as its author wrote it (normalised to JSON), for storage.

@@ -1,5 +1,6 @@
 //! Every outcome of `decide`, with no servers: facts in, typed decision out.
 
+use baton_protocol::Limits;
 use baton_protocol::keys::{TimerKind, TimerMember};
 use baton_protocol::messages::{JobStatus, StepStatus};
 use baton_protocol::plan::Plan;
@@ -61,18 +62,18 @@ fn get<'a>(apply: &'a Apply, field: &Field) -> Option<&'a str> {
         .map(|(_, v)| v.as_str())
 }
 
-fn ok<'a>(plan: &'a Plan, step: &str, attempt: u32, output: &'a str) -> Cause<'a> {
+fn ok<'a>(step: &'a str, attempt: u32, output: &'a str) -> Cause<'a> {
     Cause::Result {
-        step: plan.step(step).expect("step"),
+        step,
         attempt,
         outcome: Attempt::Succeeded { output },
         usage: Usage::default(),
     }
 }
 
-fn failed<'a>(plan: &'a Plan, step: &str, attempt: u32, retryable: bool) -> Cause<'a> {
+fn failed<'a>(step: &'a str, attempt: u32, retryable: bool) -> Cause<'a> {
     Cause::Result {
-        step: plan.step(step).expect("step"),
+        step,
         attempt,
         outcome: Attempt::Failed {
             failure: r#"{"message":"boom","class":"error","retryable":true}"#,
@@ -167,7 +168,7 @@ fn a_success_starts_the_dependents_it_completes() {
     facts.insert(Field::Left, "4");
     facts.insert(sf(StepField::Waiting, "b"), "1");
     facts.insert(sf(StepField::Waiting, "c"), "1");
-    let cause = ok(&plan, "a", 1, r#"{"x":1}"#);
+    let cause = ok("a", 1, r#"{"x":1}"#);
     let fields = reads(&plan, &cause);
     assert!(fields.contains(&sf(StepField::Waiting, "b")));
     assert!(!fields.contains(&sf(StepField::Waiting, "d")));
@@ -216,7 +217,7 @@ fn a_success_with_needs_outstanding_starts_nothing() {
     let mut facts = running("b", 1);
     facts.insert(Field::Left, "2");
     facts.insert(sf(StepField::Waiting, "d"), "2");
-    let decision = decide(job(), &plan, &facts, &ok(&plan, "b", 1, "1"), &CTX);
+    let decision = decide(job(), &plan, &facts, &ok("b", 1, "1"), &CTX);
     assert!(decision.dispatch.is_empty() && decision.timers.is_empty());
     let apply = decision.apply.expect("writes");
     assert_eq!(apply.counts[1], (sf(StepField::Waiting, "d"), false));
@@ -229,7 +230,7 @@ fn the_last_success_ends_the_job() {
     let plan = diamond();
     let mut facts = running("d", 1);
     facts.insert(Field::Left, "1");
-    let decision = decide(job(), &plan, &facts, &ok(&plan, "d", 1, "9"), &CTX);
+    let decision = decide(job(), &plan, &facts, &ok("d", 1, "9"), &CTX);
     assert_eq!(decision.status, JobStatus::Succeeded);
     assert_eq!(decision.ends, Some(End::Succeeded));
     let apply = decision.apply.expect("writes");
@@ -242,7 +243,7 @@ fn the_last_success_ends_the_job() {
 fn results_of_other_attempts_are_fenced() {
     let plan = diamond();
     let facts = running("b", 2);
-    let decision = decide(job(), &plan, &facts, &ok(&plan, "b", 1, "1"), &CTX);
+    let decision = decide(job(), &plan, &facts, &ok("b", 1, "1"), &CTX);
     assert_eq!(
         decision.outcome,
         Outcome::Stale {
@@ -262,19 +263,13 @@ fn results_for_ended_or_missing_jobs_change_nothing() {
     let plan = diamond();
     let mut facts = running("b", 1);
     facts.insert(Field::Status, "succeeded");
-    let decision = decide(job(), &plan, &facts, &ok(&plan, "b", 1, "1"), &CTX);
+    let decision = decide(job(), &plan, &facts, &ok("b", 1, "1"), &CTX);
     assert_eq!(decision.outcome, Outcome::Ended);
     assert_eq!(
         decision.outcome.fence_reason(decision.status).as_deref(),
         Some("ended succeeded")
     );
-    let decision = decide(
-        job(),
-        &plan,
-        &Facts::default(),
-        &ok(&plan, "b", 1, "1"),
-        &CTX,
-    );
+    let decision = decide(job(), &plan, &Facts::default(), &ok("b", 1, "1"), &CTX);
     assert_eq!(decision.outcome, Outcome::Missing);
     assert!(decision.apply.is_none());
 }
@@ -282,13 +277,7 @@ fn results_for_ended_or_missing_jobs_change_nothing() {
 #[test]
 fn a_retryable_failure_schedules_the_next_attempt() {
     let plan = diamond();
-    let decision = decide(
-        job(),
-        &plan,
-        &running("b", 1),
-        &failed(&plan, "b", 1, true),
-        &CTX,
-    );
+    let decision = decide(job(), &plan, &running("b", 1), &failed("b", 1, true), &CTX);
     assert_eq!(decision.outcome, Outcome::Retrying { next_attempt: 2 });
     let apply = decision.apply.as_ref().expect("writes");
     assert_eq!(get(apply, &sf(StepField::Status, "b")), Some("retrying"));
@@ -298,7 +287,9 @@ fn a_retryable_failure_schedules_the_next_attempt() {
         apply.guards,
         vec![
             (sf(StepField::Status, "b"), Some("running".into())),
-            (sf(StepField::Attempt, "b"), Some("1".into()))
+            (sf(StepField::Attempt, "b"), Some("1".into())),
+            // Jobs from before revisions have none stored: revision 1.
+            (Field::Revision, None)
         ]
     );
     assert_eq!(decision.timers[0].member.kind, TimerKind::Retry);
@@ -309,13 +300,7 @@ fn a_retryable_failure_schedules_the_next_attempt() {
 #[test]
 fn an_exhausted_policy_escalates() {
     let plan = diamond();
-    let decision = decide(
-        job(),
-        &plan,
-        &running("b", 2),
-        &failed(&plan, "b", 2, true),
-        &CTX,
-    );
+    let decision = decide(job(), &plan, &running("b", 2), &failed("b", 2, true), &CTX);
     assert_eq!(decision.outcome, Outcome::Escalated);
     assert_eq!(decision.status, JobStatus::Escalated);
     assert_eq!(
@@ -331,13 +316,7 @@ fn an_exhausted_policy_escalates() {
 #[test]
 fn a_non_retryable_failure_escalates_at_once() {
     let plan = diamond();
-    let decision = decide(
-        job(),
-        &plan,
-        &running("b", 1),
-        &failed(&plan, "b", 1, false),
-        &CTX,
-    );
+    let decision = decide(job(), &plan, &running("b", 1), &failed("b", 1, false), &CTX);
     assert_eq!(decision.outcome, Outcome::Escalated);
 }
 
@@ -347,11 +326,11 @@ fn a_human_retry_gives_a_fresh_budget() {
     let plan = diamond();
     let mut facts = running("b", 3);
     facts.insert(sf(StepField::Base, "b"), "2");
-    let decision = decide(job(), &plan, &facts, &failed(&plan, "b", 3, true), &CTX);
+    let decision = decide(job(), &plan, &facts, &failed("b", 3, true), &CTX);
     assert_eq!(decision.outcome, Outcome::Retrying { next_attempt: 4 });
     let mut facts = running("b", 4);
     facts.insert(sf(StepField::Base, "b"), "2");
-    let decision = decide(job(), &plan, &facts, &failed(&plan, "b", 4, true), &CTX);
+    let decision = decide(job(), &plan, &facts, &failed("b", 4, true), &CTX);
     assert_eq!(decision.outcome, Outcome::Escalated);
 }
 
@@ -359,7 +338,7 @@ fn a_human_retry_gives_a_fresh_budget() {
 fn usage_is_added_to_step_and_job_once_recorded() {
     let plan = diamond();
     let cause = Cause::Result {
-        step: plan.step("b").expect("b"),
+        step: "b",
         attempt: 1,
         outcome: Attempt::Failed {
             failure: "{}",
@@ -389,7 +368,7 @@ fn a_timeout_before_the_deadline_fires_later() {
     let mut facts = running("b", 1);
     facts.insert(sf(StepField::Due, "b"), (NOW + 300).to_string());
     let cause = Cause::TimedOut {
-        step: plan.step("b").expect("b"),
+        step: "b",
         attempt: 1,
         failure: "{}",
         retry_delay_ms: 200,
@@ -417,7 +396,7 @@ fn a_due_retry_dispatches_its_attempt() {
     facts.insert(sf(StepField::Status, "b"), "retrying");
     facts.insert(sf(StepField::Attempt, "b"), "2");
     facts.insert(sf(StepField::Due, "b"), (NOW + 5).to_string());
-    let step = plan.step("b").expect("b");
+    let step = "b";
     let cause = Cause::RetryDue { step, attempt: 2 };
     assert_eq!(
         decide(job(), &plan, &facts, &cause, &CTX).outcome,
@@ -460,7 +439,7 @@ fn resolving_with_an_output_succeeds_the_step() {
     let mut facts = escalated("b", 1);
     facts.insert(sf(StepField::Waiting, "d"), "1");
     let cause = Cause::Resolved {
-        step: plan.step("b").expect("b"),
+        step: "b",
         resolution: Resolution::Output("42"),
     };
     let decision = decide(job(), &plan, &facts, &cause, &CTX);
@@ -477,7 +456,7 @@ fn resolving_with_an_output_succeeds_the_step() {
 fn resolving_one_of_two_escalations_leaves_the_job_escalated() {
     let plan = diamond();
     let cause = Cause::Resolved {
-        step: plan.step("b").expect("b"),
+        step: "b",
         resolution: Resolution::Retry { input: Some("{}") },
     };
     let decision = decide(job(), &plan, &escalated("b", 2), &cause, &CTX);
@@ -500,7 +479,7 @@ fn resolving_one_of_two_escalations_leaves_the_job_escalated() {
 fn resolving_with_fail_ends_the_job() {
     let plan = diamond();
     let cause = Cause::Resolved {
-        step: plan.step("b").expect("b"),
+        step: "b",
         resolution: Resolution::Fail { reason: "no" },
     };
     let decision = decide(job(), &plan, &escalated("b", 1), &cause, &CTX);
@@ -513,7 +492,7 @@ fn resolving_with_fail_ends_the_job() {
 fn resolving_a_step_that_is_not_escalated_changes_nothing() {
     let plan = diamond();
     let cause = Cause::Resolved {
-        step: plan.step("b").expect("b"),
+        step: "b",
         resolution: Resolution::Output("1"),
     };
     let decision = decide(job(), &plan, &running("b", 1), &cause, &CTX);
@@ -529,7 +508,7 @@ fn resolving_a_step_that_is_not_escalated_changes_nothing() {
 #[test]
 fn the_reconciler_notes_only_on_the_running_attempt() {
     let plan = diamond();
-    let step = plan.step("b").expect("b");
+    let step = "b";
     let cause = Cause::Reconcile {
         step,
         attempt: 1,
@@ -551,8 +530,130 @@ fn the_running_ttl_is_set_again_after_half_of_it() {
     let plan = diamond();
     let mut facts = running("b", 1);
     facts.insert(Field::TtlMark, (NOW - 5_000).to_string());
-    let decision = decide(job(), &plan, &facts, &failed(&plan, "b", 1, true), &CTX);
+    let decision = decide(job(), &plan, &facts, &failed("b", 1, true), &CTX);
     let apply = decision.apply.expect("writes");
     assert_eq!(apply.expire, Expire::Running);
     assert_eq!(get(&apply, &Field::TtlMark), Some("1000000"));
+}
+
+#[test]
+fn a_decision_on_another_revision_of_the_plan_changes_nothing() {
+    let plan = diamond();
+    let mut facts = running("b", 1);
+    facts.insert(Field::Revision, "2");
+    let decision = decide(job(), &plan, &facts, &ok("b", 1, "1"), &CTX);
+    assert_eq!(decision.outcome, Outcome::PlanChanged { revision: 2 });
+    assert!(decision.apply.is_none());
+    // The same facts at the plan's own revision decide, and guard that revision.
+    facts.insert(Field::Revision, "1");
+    let decision = decide(job(), &plan, &facts, &ok("b", 1, "1"), &CTX);
+    assert_eq!(decision.outcome, Outcome::Succeeded);
+    let apply = decision.apply.expect("writes");
+    assert!(apply.guards.contains(&(Field::Revision, Some("1".into()))));
+    assert!(reads(&plan, &ok("b", 1, "1")).contains(&Field::Revision));
+}
+
+#[test]
+fn a_result_for_a_step_the_plan_lacks_changes_nothing() {
+    let plan = diamond();
+    let decision = decide(job(), &plan, &running("b", 1), &ok("zz", 1, "1"), &CTX);
+    assert_eq!(decision.outcome, Outcome::UnknownStep);
+    assert!(decision.apply.is_none());
+}
+
+fn grown(base: &Plan, steps: serde_json::Value) -> Plan {
+    base.grow(
+        serde_json::from_value(steps).expect("specs"),
+        &Limits::default(),
+    )
+    .expect("grows")
+}
+
+#[test]
+fn a_growing_plan_starts_the_new_steps_whose_needs_succeeded() {
+    // diamond: a -> b, c -> d. a succeeded, b runs.
+    let plan = diamond();
+    let bigger = grown(
+        &plan,
+        serde_json::json!([
+            {"id": "e", "agent": "sim", "needs": ["a"]},
+            {"id": "f", "agent": "sim", "needs": ["b", "e"]},
+            {"id": "g", "agent": "sim"}
+        ]),
+    );
+    let mut facts = running("b", 1);
+    facts.insert(sf(StepField::Status, "a"), "succeeded");
+    let cause = Cause::Grow {
+        plan: &bigger,
+        stored: "{}",
+    };
+    let fields = reads(&plan, &cause);
+    assert!(fields.contains(&sf(StepField::Status, "a")));
+    assert!(fields.contains(&sf(StepField::Status, "b")));
+    let decision = decide(job(), &plan, &facts, &cause, &CTX);
+    assert_eq!(
+        decision.outcome,
+        Outcome::Grown {
+            revision: 2,
+            steps: 3
+        }
+    );
+    let started: Vec<&str> = decision.dispatch.iter().map(|s| s.step.as_str()).collect();
+    assert_eq!(started, ["e", "g"]);
+    let apply = decision.apply.expect("writes");
+    assert_eq!(get(&apply, &Field::Revision), Some("2"));
+    assert_eq!(get(&apply, &Field::Plan), Some("{}"));
+    assert_eq!(get(&apply, &sf(StepField::Status, "f")), Some("waiting"));
+    assert_eq!(get(&apply, &sf(StepField::Waiting, "f")), Some("2"));
+    assert!(apply.add.contains(&(Field::Left, 3)));
+    // Fenced by the job's status, the revision, and the needs' statuses it counted on.
+    assert!(
+        apply
+            .guards
+            .contains(&(Field::Status, Some("running".into())))
+    );
+    assert!(apply.guards.contains(&(Field::Revision, None)));
+    assert!(
+        apply
+            .guards
+            .contains(&(sf(StepField::Status, "a"), Some("succeeded".into())))
+    );
+    assert!(
+        apply
+            .guards
+            .contains(&(sf(StepField::Status, "b"), Some("running".into())))
+    );
+}
+
+#[test]
+fn an_ended_job_does_not_grow_and_a_stale_growth_is_refused() {
+    let plan = diamond();
+    let bigger = grown(&plan, serde_json::json!([{"id": "e", "agent": "sim"}]));
+    let cause = Cause::Grow {
+        plan: &bigger,
+        stored: "{}",
+    };
+    let mut facts = Facts::default();
+    facts.insert(Field::Status, "succeeded");
+    assert_eq!(
+        decide(job(), &plan, &facts, &cause, &CTX).outcome,
+        Outcome::Ended
+    );
+    // Grown from revision 1 while the job is at 2: decided again on revision 2.
+    let mut facts = running("b", 1);
+    facts.insert(Field::Revision, "2");
+    assert_eq!(
+        decide(job(), &plan, &facts, &cause, &CTX).outcome,
+        Outcome::PlanChanged { revision: 2 }
+    );
+    // A plan two revisions on is not the next one.
+    let further = grown(&bigger, serde_json::json!([{"id": "h", "agent": "sim"}]));
+    let cause = Cause::Grow {
+        plan: &further,
+        stored: "{}",
+    };
+    assert!(matches!(
+        decide(job(), &plan, &running("b", 1), &cause, &CTX).outcome,
+        Outcome::PlanChanged { .. }
+    ));
 }

@@ -34,6 +34,67 @@ fn diamond_has_one_root_and_one_sink() {
     assert_eq!(p.step("d").unwrap().timeout_ms, DEFAULT_TIMEOUT_MS);
 }
 
+fn specs(value: Value) -> Vec<StepSpec> {
+    serde_json::from_value(value).unwrap()
+}
+
+#[test]
+fn a_plan_grows_by_a_revision_and_keeps_its_steps() {
+    let base = plan(chain(&[("a", &[]), ("b", &["a"])])).unwrap();
+    assert_eq!(base.revision(), 1);
+    let grown = base
+        .grow(
+            specs(json!([
+                {"id": "c", "agent": "sim", "needs": ["a"]},
+                {"id": "d", "agent": "sim", "needs": ["b", "c"]}
+            ])),
+            &Limits::default(),
+        )
+        .unwrap();
+    assert_eq!(grown.revision(), 2);
+    assert_eq!(&grown.steps()[..2], base.steps());
+    let added: Vec<_> = grown
+        .added_since(&base)
+        .iter()
+        .map(|s| s.id.as_str())
+        .collect();
+    assert_eq!(added, ["c", "d"]);
+    assert_eq!(
+        grown.sinks().map(|s| s.id.as_str()).collect::<Vec<_>>(),
+        ["d"]
+    );
+    // Stored and read back, it is the same plan once told its revision.
+    let stored = serde_json::to_string(grown.spec()).unwrap();
+    let back = Plan::from_stored(&stored, &Limits::default()).unwrap();
+    assert_eq!(back.at_revision(2), grown);
+}
+
+#[test]
+fn growing_is_validated_like_submitting() {
+    let base = plan(chain(&[("a", &[])])).unwrap();
+    let limits = Limits::default();
+    let grow = |value| base.grow(specs(value), &limits).unwrap_err();
+    assert_eq!(
+        grow(json!([{"id": "a", "agent": "sim"}])),
+        Error::DuplicateStep("a".into())
+    );
+    assert_eq!(
+        grow(json!([{"id": "b", "agent": "sim", "needs": ["zz"]}])),
+        Error::UnknownNeed {
+            step: "b".into(),
+            need: "zz".into()
+        }
+    );
+    assert!(matches!(
+        grow(json!([
+            {"id": "b", "agent": "sim", "needs": ["c"]},
+            {"id": "c", "agent": "sim", "needs": ["b"]}
+        ])),
+        Error::Cycle(_)
+    ));
+    assert_eq!(grow(json!([])), Error::Empty);
+}
+
 #[test]
 fn self_loop_is_named() {
     let error = plan(chain(&[("a", &["a"])])).unwrap_err();
