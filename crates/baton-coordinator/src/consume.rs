@@ -19,7 +19,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::api;
-use crate::engine::{AttemptInfo, Engine, agent_of_subject};
+use crate::engine::{Engine, agent_of_subject};
+use crate::report::AttemptInfo;
 
 /// Serves one core-NATS subject in the coordinators' queue group (each message goes to one
 /// replica) until shutdown, handing each message to `handler` on its own task, at most

@@ -23,11 +23,12 @@ use serde_json::value::RawValue;
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-use crate::api::ApiError;
 use crate::clock::now_ms;
 use crate::decisions::DecisionLog;
+use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::options::Options;
+use crate::report::{AttemptInfo, usage_totals, usd};
 use crate::spans::Spans;
 use crate::store::{self, Store, Transition};
 use baton_core::{Cause, Outcome};
@@ -65,19 +66,6 @@ pub(crate) struct Engine {
     /// Prometheus metrics, derived from the events this replica publishes.
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) spans: Spans,
-}
-
-/// What a worker said about an attempt besides its outcome.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct AttemptInfo {
-    pub(crate) usage: Option<Usage>,
-    pub(crate) duration_ms: Option<u64>,
-    pub(crate) worker: Option<String>,
-}
-
-/// Nano-dollars as dollars.
-pub(crate) fn usd(nanos: u64) -> f64 {
-    nanos as f64 / 1e9
 }
 
 impl Engine {
@@ -967,25 +955,6 @@ fn core_usage(usage: Option<&Usage>, cost_nanos: u64) -> baton_core::Usage<'_> {
         output_tokens: usage.output_tokens,
         cost_nanos,
         model: usage.model.as_deref(),
-    })
-}
-
-/// Totals from stored counters; `None` when nothing was ever reported.
-pub(crate) fn usage_totals(
-    input: Option<String>,
-    output: Option<String>,
-    cost: Option<String>,
-    model: Option<String>,
-) -> Option<UsageTotals> {
-    if input.is_none() && output.is_none() && cost.is_none() && model.is_none() {
-        return None;
-    }
-    let number = |raw: Option<String>| raw.and_then(|r| r.parse::<u64>().ok()).unwrap_or(0);
-    Some(UsageTotals {
-        input_tokens: number(input),
-        output_tokens: number(output),
-        cost_usd: usd(number(cost)),
-        model,
     })
 }
 

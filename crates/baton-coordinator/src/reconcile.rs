@@ -28,9 +28,9 @@ use baton_protocol::plan::Step;
 use baton_protocol::subject;
 use uuid::Uuid;
 
-use crate::api::ApiError;
 use crate::clock::now_ms;
 use crate::engine::Engine;
+use crate::error::ApiError;
 
 /// Time kept in hand before the duplicate window closes: a first look later than this cannot
 /// rely on the original id to tell a lost publish from a consumed task.

@@ -13,7 +13,7 @@ use baton_protocol::plan::{Plan, Step};
 use uuid::Uuid;
 
 use crate::clock::now_ms;
-use crate::engine::{AttemptInfo, usd};
+use crate::report::{AttemptInfo, usd};
 use crate::store::{Store, Transition};
 use baton_core::Outcome;
 
