@@ -13,11 +13,13 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 # Boundaries (ARCHITECTURE.md): the protocol and core crates do no I/O, workers never touch
-# Redis.
+# Redis, and only the public NATS contract crosses the client crate.
 for pair in "baton-protocol tokio" "baton-protocol async-nats" "baton-protocol redis" \
             "baton-core tokio" "baton-core async-nats" "baton-core redis" \
             "baton-worker redis" "baton-agents redis" \
-            "baton-metrics redis" "baton-metrics async-nats"; do
+            "baton-metrics redis" "baton-metrics async-nats" \
+            "baton-client baton-coordinator" "baton-client baton-core" \
+            "baton-client redis" "baton-client baton-harness"; do
   set -- $pair
   if cargo tree --locked -p "$1" -e normal -i "$2" >/dev/null 2>&1; then
     echo "boundary violated: $1 depends on $2" >&2

@@ -1,7 +1,9 @@
 //! The fixture every end-to-end test uses: a [`Fleet`] of real servers (nats-server and
 //! redis-server on free ports in temp dirs), coordinators and workers — in this process, or
 //! as separate processes of the built binaries — plus client helpers and an event recorder.
-//! Everything is stopped and cleaned up on drop.
+//! Everything is stopped and cleaned up on drop. Requests to the coordinator go through
+//! [`baton_client`] ([`Fleet::baton`]); raw requests (for tests of the wire) through
+//! [`Fleet::request_raw`].
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -14,9 +16,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_nats::HeaderMap;
+use baton_client::Feed;
 use baton_coordinator::{Coordinator, Options};
 use baton_harness::{NatsServer, RedisOptions, RedisServer};
-use baton_protocol::messages::{Event, JobStatus, Reply, StatusReply, StatusRequest, SubmitReply};
+use baton_protocol::messages::{Event, JobStatus, StatusReply, StatusRequest, SubmitRequest};
 use baton_protocol::{AgentName, subject};
 use baton_worker::{Agent, Worker, WorkerOptions};
 use bytes::Bytes;
@@ -39,6 +42,8 @@ pub struct Fleet {
     pub nats: NatsServer,
     pub redis: RedisServer,
     pub client: async_nats::Client,
+    /// The typed client of the public contract, on the same connection as `client`.
+    pub baton: baton_client::Client,
     stop: CancellationToken,
     services: JoinSet<()>,
     children: Vec<Child>,
@@ -91,6 +96,7 @@ impl Fleet {
         Self {
             nats,
             redis,
+            baton: baton_client::Client::new(client.clone()),
             client,
             stop: CancellationToken::new(),
             services: JoinSet::new(),
@@ -161,22 +167,8 @@ impl Fleet {
 
     /// Waits until a coordinator answers requests.
     pub async fn wait_ready(&self) {
-        let started = Instant::now();
-        loop {
-            let body = serde_json::to_vec(&json!({"job_id": Uuid::nil()})).unwrap();
-            if let Ok(Ok(_)) = tokio::time::timeout(
-                Duration::from_secs(2),
-                self.client.request(subject::STATUS, body.into()),
-            )
-            .await
-            {
-                return;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "no coordinator became ready"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        if let Err(error) = self.baton.wait_ready(Duration::from_secs(30)).await {
+            panic!("no coordinator became ready: {error:?}");
         }
     }
 
@@ -220,9 +212,12 @@ impl Fleet {
 
     /// Submits by request/reply and returns the job id.
     pub async fn submit(&self, plan: Value, input: Value) -> Uuid {
-        let reply = self.submit_raw(json!({"plan": plan, "input": input})).await;
-        let reply: Reply<SubmitReply> = serde_json::from_value(reply.clone()).unwrap();
-        match reply.into_result() {
+        let request = SubmitRequest {
+            plan,
+            input,
+            idempotency_key: None,
+        };
+        match self.baton.submit(&request).await {
             Ok(reply) => reply.job_id,
             Err(error) => panic!("submit rejected: {error:?}"),
         }
@@ -230,73 +225,44 @@ impl Fleet {
 
     /// Publishes a durable submission to `baton.jobs.enqueue` and waits for the PubAck.
     pub async fn enqueue(&self, plan: Value, input: Value, key: &str) {
-        let js = async_nats::jetstream::new(self.client.clone());
-        let body = json!({"plan": plan, "input": input, "idempotency_key": key});
-        js.publish(subject::ENQUEUE, serde_json::to_vec(&body).unwrap().into())
-            .await
-            .unwrap()
-            .await
-            .unwrap();
+        let request = SubmitRequest {
+            plan,
+            input,
+            idempotency_key: Some(key.to_owned()),
+        };
+        self.baton.enqueue(&request, None).await.unwrap();
     }
 
     pub async fn status(&self, job: Uuid) -> StatusReply {
-        self.status_of(StatusRequest {
-            job_id: Some(job),
-            idempotency_key: None,
-        })
-        .await
-        .unwrap()
+        self.baton.status(job).await.unwrap()
     }
 
-    /// Status by idempotency key; `Err` holds the error code (e.g. `not_found`).
-    pub async fn status_by_key(&self, key: &str) -> Result<StatusReply, String> {
-        let request = StatusRequest {
-            job_id: None,
-            idempotency_key: Some(key.to_owned()),
-        };
-        self.status_of(request).await
+    /// Status by idempotency key.
+    pub async fn status_by_key(&self, key: &str) -> Result<StatusReply, baton_client::Error> {
+        self.baton.status_by_key(key).await
     }
 
-    pub async fn status_of(&self, request: StatusRequest) -> Result<StatusReply, String> {
-        let reply = self
-            .request_raw(
-                subject::STATUS,
-                None,
-                serde_json::to_vec(&request).unwrap().into(),
-            )
-            .await;
-        let reply: Reply<StatusReply> = serde_json::from_value(reply).unwrap();
-        reply.into_result().map_err(|e| e.code)
+    pub async fn status_of(
+        &self,
+        request: StatusRequest,
+    ) -> Result<StatusReply, baton_client::Error> {
+        self.baton.status_of(&request).await
     }
 
     /// Waits until the job ends or escalates (event-driven, with a status read after each
-    /// event); panics after `timeout`.
+    /// event and every half second); panics after `timeout`.
     pub async fn wait(&self, job: Uuid, timeout: Duration) -> StatusReply {
-        let mut events = self.client.subscribe(subject::events(job)).await.unwrap();
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let request = StatusRequest {
-                job_id: Some(job),
-                idempotency_key: None,
-            };
-            let status = match self.status_of(request).await {
-                Ok(status)
-                    if status.status.is_terminal() || status.status == JobStatus::Escalated =>
-                {
-                    return status;
-                }
-                Ok(status) => format!("{status:?}"),
-                // Redis restarting: the coordinator says so; ask again.
-                Err(code) if code == "unavailable" => code,
-                Err(code) => panic!("status of {job} failed: {code}"),
-            };
-            // Events can be missed across reconnects; a periodic status read covers that.
-            let next = tokio::time::timeout(Duration::from_millis(500), events.next());
-            let _ = next.await;
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "job {job} did not finish in {timeout:?}: {status}"
-            );
+        match self.baton.wait(job, timeout).await {
+            Ok(status) => status,
+            Err(error) => panic!("waiting for {job}: {error}"),
+        }
+    }
+
+    /// Waits until a durable submission has become a job; returns its id.
+    pub async fn wait_for_key(&self, key: &str) -> Uuid {
+        match self.baton.wait_for_key(key, Duration::from_secs(10)).await {
+            Ok(job) => job,
+            Err(error) => panic!("no job for idempotency key {key}: {error:?}"),
         }
     }
 
@@ -310,19 +276,13 @@ impl Fleet {
     /// The job's trace (`baton.jobs.trace`), once its decision log holds the job's end (or
     /// its escalation, while escalated): the log is written a moment after the transitions.
     pub async fn trace(&self, job: Uuid) -> baton_protocol::messages::TraceReply {
-        use baton_protocol::messages::{EventKind, TraceReply};
+        use baton_protocol::messages::EventKind;
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
-            let body = serde_json::to_vec(&json!({"job_id": job})).unwrap();
-            let reply = self
-                .client
-                .request(subject::TRACE, body.into())
-                .await
-                .unwrap();
-            let trace: TraceReply = serde_json::from_slice::<Reply<TraceReply>>(&reply.payload)
-                .unwrap()
-                .into_result()
-                .unwrap_or_else(|e| panic!("trace of {job}: {e:?}"));
+            let trace = match self.baton.trace(job).await {
+                Ok(trace) => trace,
+                Err(error) => panic!("trace of {job}: {error:?}"),
+            };
             let complete = match trace.job.status {
                 JobStatus::Succeeded | JobStatus::Failed => logged(&trace, |k| {
                     matches!(
@@ -359,20 +319,20 @@ impl Fleet {
 
     /// Starts recording every event on `baton.events.>`.
     pub async fn record_events(&self) -> EventLog {
-        self.record(subject::EVENTS_ALL).await
+        Self::record(self.baton.events(None).await.unwrap())
     }
 
-    /// Starts recording the events published on `subject` (a wildcard).
-    pub async fn record(&self, subject: &'static str) -> EventLog {
-        let mut subscription = self.client.subscribe(subject).await.unwrap();
-        self.client.flush().await.unwrap();
+    /// Starts recording every job end on `baton.jobs.ended.>`.
+    pub async fn record_ends(&self) -> EventLog {
+        Self::record(self.baton.ends(None).await.unwrap())
+    }
+
+    fn record(mut feed: Feed<Event>) -> EventLog {
         let log = EventLog::default();
         let events = log.events.clone();
         tokio::spawn(async move {
-            while let Some(message) = subscription.next().await {
-                if let Ok(event) = serde_json::from_slice::<Event>(&message.payload) {
-                    events.lock().unwrap().push(event);
-                }
+            while let Some(event) = feed.next().await {
+                events.lock().unwrap().push(event);
             }
         });
         log

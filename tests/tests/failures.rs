@@ -366,10 +366,12 @@ async fn a_late_result_of_an_older_attempt_never_overwrites_a_newer_one() {
     fleet.spawn_sim("sim");
     let events = fleet.record_events().await;
     let retry = json!({"max_attempts": 3, "initial_backoff_ms": 50, "max_backoff_ms": 50});
-    // Attempt 1 never answers and times out; attempt 2 answers.
+    // Attempt 1 never answers and times out; attempt 2 answers (well within the timeout even
+    // on a loaded machine: 300 ms was once too short for attempt 2 with 5 runnable threads
+    // per core).
     let job = fleet
         .submit(
-            one_step(retry, 300),
+            one_step(retry, 1000),
             json!({"sim": {"fail": "timeout", "fail_attempts": 1}}),
         )
         .await;

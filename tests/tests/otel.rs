@@ -157,12 +157,7 @@ async fn one_job_is_one_trace_across_coordinator_and_worker_processes() {
     .unwrap()
     .await
     .unwrap();
-    let retry_job = loop {
-        if let Ok(status) = fleet.status_by_key("otel-retry").await {
-            break status.job_id;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let retry_job = fleet.wait_for_key("otel-retry").await;
     fleet
         .wait_for(retry_job, JobStatus::Succeeded, Duration::from_secs(30))
         .await;

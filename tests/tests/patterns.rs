@@ -113,21 +113,11 @@ async fn patterns_complete_by_durable_publish() {
         let input = json!({"case": name, "durable": true});
         let key = format!("durable-{name}");
         fleet.enqueue(plan, input.clone(), &key).await;
-        let job = wait_for_key(&fleet, &key).await;
+        let job = fleet.wait_for_key(&key).await;
         let status = fleet.wait_for(job, JobStatus::Succeeded, WAIT).await;
         fleet.assert_replays(job).await;
         check(status.output.as_ref().unwrap(), &input);
     }
-}
-
-async fn wait_for_key(fleet: &Fleet, key: &str) -> uuid::Uuid {
-    for _ in 0..200 {
-        if let Ok(status) = fleet.status_by_key(key).await {
-            return status.job_id;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("no job for idempotency key {key}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -140,24 +130,17 @@ async fn job_published_while_coordinators_are_down_runs_when_one_starts() {
         .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     // Nothing took it: no coordinator answers status.
-    let body = serde_json::to_vec(&json!({"idempotency_key": "while-down"})).unwrap();
-    let nobody = tokio::time::timeout(
-        Duration::from_secs(2),
-        fleet
-            .client
-            .request(baton_protocol::subject::STATUS, body.into()),
-    )
-    .await;
+    let nobody = fleet.status_by_key("while-down").await;
     assert!(
-        !matches!(nobody, Ok(Ok(_))),
-        "no coordinator should be answering"
+        matches!(nobody, Err(baton_client::Error::NoCoordinator { .. })),
+        "no coordinator should be answering: {nobody:?}"
     );
 
     fleet.spawn_coordinator();
     fleet.spawn_sim("sim");
     fleet.spawn_sim("agg");
     fleet.wait_ready().await;
-    let job = wait_for_key(&fleet, "while-down").await;
+    let job = fleet.wait_for_key("while-down").await;
     let status = fleet.wait_for(job, JobStatus::Succeeded, WAIT).await;
     fleet.assert_replays(job).await;
     check_diamond(status.output.as_ref().unwrap(), &json!({"queued": true}));

@@ -21,7 +21,7 @@ async fn two_coordinators_and_three_workers_share_200_jobs() {
         fleet.spawn_process("baton-agent-sim", &["--type", "work"]);
     }
     let events = fleet.record_events().await;
-    let ends = fleet.record(baton_protocol::subject::ENDED_ALL).await;
+    let ends = fleet.record_ends().await;
     let plan = json!({"name": "scale", "steps": [
         {"id": "a", "agent": "work"},
         {"id": "b", "agent": "work", "needs": ["a"]},

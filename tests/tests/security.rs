@@ -479,7 +479,7 @@ async fn the_least_privilege_config_confines_an_agent_to_its_own_tasks() {
 
     // Agent A (nlu) serves its tasks with nothing but its own permissions; the client sees
     // the job end on `baton.jobs.ended.>`.
-    let ends = fleet.record(subject::ENDED_ALL).await;
+    let ends = fleet.record_ends().await;
     run_job(&fleet, "nlu").await;
     let started = Instant::now();
     while ends.all().is_empty() {

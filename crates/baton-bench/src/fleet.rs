@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use baton_harness::{NatsOptions, NatsServer, RedisServer};
-use baton_protocol::subject;
 
 use crate::procs::Proc;
 
@@ -69,7 +68,7 @@ impl Fleet {
     pub(crate) async fn start_coordinators(
         &mut self,
         count: usize,
-        client: &async_nats::Client,
+        client: &baton_client::Client,
     ) -> anyhow::Result<()> {
         let first = self.coordinators.is_empty();
         let mut started_metrics = Vec::new();
@@ -97,21 +96,10 @@ impl Fleet {
         let deadline = Duration::from_secs(30);
         if first {
             // A status request is answered by any coordinator: it shows the first has started.
-            loop {
-                let probe = client.request(
-                    subject::STATUS,
-                    b"{\"job_id\":\"00000000-0000-0000-0000-000000000000\"}"
-                        .to_vec()
-                        .into(),
-                );
-                if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(1), probe).await {
-                    break;
-                }
-                if started.elapsed() > deadline {
-                    bail!("the coordinator did not start");
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+            client
+                .wait_ready(deadline)
+                .await
+                .context("the coordinator did not start")?;
         } else {
             // Another one already answers: wait for the new ones' metrics endpoints (bound
             // before they connect), then give them a moment to subscribe.

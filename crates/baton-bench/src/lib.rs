@@ -428,7 +428,7 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
         nproc
     );
     let mut fleet = tokio::task::block_in_place(|| Fleet::start(options.bin_dir.clone()))?;
-    let client = async_nats::connect(fleet.nats.url()).await?;
+    let client = baton_client::Client::new(async_nats::connect(fleet.nats.url()).await?);
     fleet.start_coordinators(1, &client).await?;
     fleet.set_workers(AGENT, 1, options.worker_concurrency)?;
     let tracker = Tracker::new(client.clone()).await?;

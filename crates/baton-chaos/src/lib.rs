@@ -19,8 +19,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use async_nats::jetstream;
-use baton_protocol::messages::{Event, EventKind, JobStatus, Reply, StatusReply, StatusRequest};
+use baton_client::Client;
+use baton_protocol::messages::{EventKind, JobStatus, StatusReply, SubmitRequest};
 use baton_protocol::subject;
 use futures::StreamExt;
 use redis::AsyncCommands;
@@ -269,11 +269,13 @@ pub async fn run(options: ChaosOptions) -> anyhow::Result<Report> {
         )
     })
     .await??;
-    let client = async_nats::ConnectOptions::new()
-        .retry_on_initial_connect()
-        .connect(fleet.nats.url())
-        .await?;
-    wait_ready(&client).await?;
+    let client = Client::new(
+        async_nats::ConnectOptions::new()
+            .retry_on_initial_connect()
+            .connect(fleet.nats.url())
+            .await?,
+    );
+    client.wait_ready(Duration::from_secs(30)).await?;
     let observed = observe(&client).await?;
 
     // Submit numbered jobs at a steady pace while the fault runs.
@@ -337,31 +339,13 @@ pub async fn run(options: ChaosOptions) -> anyhow::Result<Report> {
     Ok(report)
 }
 
-async fn wait_ready(client: &async_nats::Client) -> anyhow::Result<()> {
-    let started = Instant::now();
-    loop {
-        // Any reply (here `not_found`) means a coordinator is serving.
-        let probe = client.request(
-            subject::STATUS,
-            b"{\"idempotency_key\":\"probe\"}"[..].into(),
-        );
-        if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(1), probe).await {
-            return Ok(());
-        }
-        anyhow::ensure!(
-            started.elapsed() < Duration::from_secs(30),
-            "no coordinator answered within 30 s"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// Counts results (one per execution) and the coordinators' events.
-async fn observe(client: &async_nats::Client) -> anyhow::Result<Arc<Mutex<Observed>>> {
+async fn observe(client: &Client) -> anyhow::Result<Arc<Mutex<Observed>>> {
     let observed = Arc::new(Mutex::new(Observed::default()));
-    let mut results = client.subscribe(subject::RESULTS_ALL).await?;
-    let mut events = client.subscribe(subject::EVENTS_ALL).await?;
-    client.flush().await?;
+    // Results are watched on the wire (workers' publishes), not through the contract's
+    // client side: they count executions, including the ones the broker drops.
+    let mut results = client.nats().subscribe(subject::RESULTS_ALL).await?;
+    let mut events = client.events(None).await?;
     let shared = observed.clone();
     tokio::spawn(async move {
         while let Some(message) = results.next().await {
@@ -384,10 +368,7 @@ async fn observe(client: &async_nats::Client) -> anyhow::Result<Arc<Mutex<Observ
     });
     let shared = observed.clone();
     tokio::spawn(async move {
-        while let Some(message) = events.next().await {
-            let Ok(event) = serde_json::from_slice::<Event>(&message.payload) else {
-                continue;
-            };
+        while let Some(event) = events.next().await {
             let Ok(mut observed) = shared.lock() else {
                 return;
             };
@@ -410,29 +391,25 @@ async fn observe(client: &async_nats::Client) -> anyhow::Result<Arc<Mutex<Observ
 /// Publishes the numbered jobs to `baton.jobs.enqueue`, retrying each until the broker
 /// stores it (its `Nats-Msg-Id` makes a retry of a stored one a no-op); returns the numbers
 /// that were accepted.
-async fn submit_all(client: async_nats::Client, options: ChaosOptions) -> anyhow::Result<Vec<u64>> {
-    let js = jetstream::new(client);
+async fn submit_all(client: Client, options: ChaosOptions) -> anyhow::Result<Vec<u64>> {
     let plan = plan();
     let pace = options.duration / u32::try_from(options.jobs.max(1)).unwrap_or(u32::MAX);
     let give_up = Instant::now() + options.duration + options.drain_timeout;
     let mut accepted = Vec::new();
     for n in 0..options.jobs {
-        let body =
-            json!({"plan": plan, "input": input(n, options.step_ms), "idempotency_key": key(n)});
-        let payload = serde_json::to_vec(&body)?;
+        let key = key(n);
+        let request = SubmitRequest {
+            plan: plan.clone(),
+            input: input(n, options.step_ms),
+            idempotency_key: Some(key.clone()),
+        };
         loop {
-            let mut headers = async_nats::HeaderMap::new();
-            headers.insert("Nats-Msg-Id", key(n).as_str());
-            let stored = match js
-                .publish_with_headers(subject::ENQUEUE, headers, payload.clone().into())
-                .await
-            {
-                Ok(ack) => matches!(
-                    tokio::time::timeout(Duration::from_secs(5), ack).await,
-                    Ok(Ok(_))
-                ),
-                Err(_) => false,
-            };
+            // The key is the message id too: a retry of a stored publish stores nothing.
+            let enqueue = client.enqueue(&request, Some(&key));
+            let stored = matches!(
+                tokio::time::timeout(Duration::from_secs(5), enqueue).await,
+                Ok(Ok(_))
+            );
             if stored {
                 accepted.push(n);
                 break;
@@ -510,7 +487,7 @@ async fn inject(fleet: &mut Fleet, options: &ChaosOptions, started: Instant) -> 
 /// Waits until every accepted job succeeded or escalated, or the timeout passed; returns each
 /// number's last status (`None`: no job found).
 async fn drain(
-    client: &async_nats::Client,
+    client: &Client,
     accepted: &[u64],
     timeout: Duration,
 ) -> anyhow::Result<Vec<(u64, Option<StatusReply>)>> {
@@ -522,8 +499,7 @@ async fn drain(
             let Ok(status) = status_by_key(client, &key(n)).await else {
                 continue;
             };
-            let settled = matches!(status.status, JobStatus::Succeeded | JobStatus::Escalated)
-                || status.status.is_terminal();
+            let settled = baton_client::is_settled(status.status);
             last.insert(n, Some(status));
             if settled {
                 open.remove(&n);
@@ -538,22 +514,11 @@ async fn drain(
     Ok(outcome)
 }
 
-async fn status_by_key(client: &async_nats::Client, key: &str) -> anyhow::Result<StatusReply> {
-    let request = StatusRequest {
-        job_id: None,
-        idempotency_key: Some(key.to_owned()),
-    };
-    let body = serde_json::to_vec(&request)?;
-    let reply = tokio::time::timeout(
-        Duration::from_secs(5),
-        client.request(subject::STATUS, body.into()),
-    )
-    .await
-    .context("status timed out")??;
-    let reply: Reply<StatusReply> = serde_json::from_slice(&reply.payload)?;
-    reply
-        .into_result()
-        .map_err(|e| anyhow::anyhow!("{}: {}", e.code, e.message))
+async fn status_by_key(client: &Client, key: &str) -> anyhow::Result<StatusReply> {
+    let status = tokio::time::timeout(Duration::from_secs(5), client.status_by_key(key))
+        .await
+        .context("status timed out")??;
+    Ok(status)
 }
 
 /// Jobs beyond the first for any number, read from every job hash in Redis.

@@ -1,61 +1,21 @@
-//! A small client of the public contract: JSON requests with a timeout, replies decoded as
-//! the expected body or an error reply.
+//! How the client subcommands reach Baton: the NATS flags into a [`baton_client::Client`]
+//! (invalid flags are a [`crate::ConfigError`]), and JSON arguments.
 
-use std::time::Duration;
+use anyhow::anyhow;
+use baton_client::Client;
 
-use anyhow::{Context, anyhow};
-use baton_protocol::messages::Reply;
-use serde::Serialize;
-use serde::de::DeserializeOwned;
-
-/// A connection to NATS for the client subcommands.
-pub(crate) struct Client {
-    pub(crate) nats: async_nats::Client,
+/// Connects with the NATS flags.
+pub(crate) async fn connect(args: &baton_nats::NatsArgs) -> anyhow::Result<Client> {
+    let options = args.options("baton-cli").map_err(crate::ConfigError)?;
+    connect_with(&options).await
 }
 
-impl Client {
-    /// Connects with the NATS flags; invalid flags are a [`crate::ConfigError`].
-    pub(crate) async fn connect(args: &baton_nats::NatsArgs) -> anyhow::Result<Self> {
-        let options = args.options("baton-cli").map_err(crate::ConfigError)?;
-        Self::connect_with(&options).await
-    }
-
-    pub(crate) async fn connect_with(options: &baton_nats::NatsOptions) -> anyhow::Result<Self> {
-        let nats = match baton_nats::connect_once(options, Duration::from_secs(15)).await {
-            Ok(nats) => nats,
-            Err(baton_nats::Error::Config(message)) => {
-                return Err(crate::ConfigError(message).into());
-            }
-            Err(error) => return Err(anyhow!("{error}")),
-        };
-        Ok(Self { nats })
-    }
-
-    /// Sends a request and decodes the reply; an error reply becomes an error.
-    pub(crate) async fn request<Q: Serialize, R: DeserializeOwned>(
-        &self,
-        subject: &'static str,
-        body: &Q,
-    ) -> anyhow::Result<R> {
-        let payload = serde_json::to_vec(body)?;
-        let reply = self
-            .nats
-            .request(subject, payload.into())
-            .await
-            .map_err(|error| {
-                if matches!(error.kind(), async_nats::RequestErrorKind::NoResponders) {
-                    anyhow!(
-                        "no coordinator is answering on {subject}: is `baton coordinator` running?"
-                    )
-                } else {
-                    anyhow!("request on {subject} failed: {error}")
-                }
-            })?;
-        let reply: Reply<R> = serde_json::from_slice(&reply.payload)
-            .with_context(|| format!("unreadable reply on {subject}"))?;
-        reply
-            .into_result()
-            .map_err(|error| anyhow!("{} ({})", error.message, error.code))
+pub(crate) async fn connect_with(options: &baton_nats::NatsOptions) -> anyhow::Result<Client> {
+    match Client::connect(options).await {
+        Ok(client) => Ok(client),
+        Err(baton_client::Error::Config(message)) => Err(crate::ConfigError(message).into()),
+        // Its message already names the cause (and never a secret).
+        Err(error) => Err(anyhow!("{error}")),
     }
 }
 

@@ -8,22 +8,18 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, anyhow};
 use async_nats::jetstream::consumer::pull;
 use baton_agents::{sim, workers};
+use baton_client::Client;
 use baton_coordinator::{Coordinator, Options};
 use baton_harness::{NatsServer, RedisServer};
-use baton_protocol::messages::{
-    Event, EventKind, JobStatus, StatusRequest, SubmitReply, SubmitRequest,
-};
+use baton_protocol::AgentName;
+use baton_protocol::messages::{Event, EventKind, JobStatus, SubmitRequest};
 use baton_protocol::subject::{consumer, stream};
-use baton_protocol::{AgentName, subject};
 use baton_worker::{Agent, Worker, WorkerOptions};
 use clap::Args;
 use futures::StreamExt;
 use serde_json::json;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
-
-use crate::client::Client;
 
 const DEMO_PLAN: &str = include_str!("../../../examples/demo.yaml");
 /// The agent types `baton dev` runs a worker for.
@@ -160,7 +156,7 @@ async fn demo(nats_url: &str, question: &str) -> anyhow::Result<i32> {
         name: "baton-cli".to_owned(),
         ..Default::default()
     };
-    let client = Client::connect_with(&nats).await?;
+    let client = crate::client::connect_with(&nats).await?;
     let waited = Instant::now();
     wait_ready(&client, Duration::from_secs(10)).await?;
     println!(
@@ -176,10 +172,9 @@ async fn demo(nats_url: &str, question: &str) -> anyhow::Result<i32> {
     };
     // Subscribed before submitting, so the first events are seen too (the job id is only
     // known from the reply).
-    let mut events = client.nats.subscribe(subject::EVENTS_ALL).await?;
-    client.nats.flush().await?;
+    let mut events = client.events(None).await?;
     let submitted = tokio::time::Instant::now();
-    let reply: SubmitReply = client.request(subject::SUBMIT, &request).await?;
+    let reply = client.submit(&request).await?;
     let job = reply.job_id;
     println!();
     println!("Question: {question}");
@@ -209,7 +204,7 @@ async fn demo(nats_url: &str, question: &str) -> anyhow::Result<i32> {
                 println!(
                     "  {:>8}  {}",
                     timeline.offset(&event),
-                    crate::follow::describe(&event.kind)
+                    baton_client::describe(&event.kind)
                 );
                 if matches!(
                     event.kind,
@@ -222,11 +217,9 @@ async fn demo(nats_url: &str, question: &str) -> anyhow::Result<i32> {
             let due = pending.first().map(|(arrived, _)| *arrived + REORDER);
             let wake = due.unwrap_or_else(tokio::time::Instant::now);
             tokio::select! {
-                message = events.next() => {
-                    let Some(message) = message else { return };
-                    if let Ok(event) = serde_json::from_slice::<Event>(&message.payload)
-                        && event.job_id == job
-                    {
+                event = events.next() => {
+                    let Some(event) = event else { return };
+                    if event.job_id == job {
                         pending.push((tokio::time::Instant::now(), event));
                     }
                 }
@@ -235,7 +228,7 @@ async fn demo(nats_url: &str, question: &str) -> anyhow::Result<i32> {
         }
     };
     let _ = tokio::time::timeout(Duration::from_secs(30), follow).await;
-    let status = crate::jobs::wait(&client, job, Duration::from_secs(30)).await?;
+    let status = client.wait(job, Duration::from_secs(30)).await?;
     if status.status != JobStatus::Succeeded {
         return Err(anyhow!(
             "the demo job ended {}: {}",
@@ -300,26 +293,8 @@ impl Timeline {
 async fn wait_ready(client: &Client, timeout: Duration) -> anyhow::Result<()> {
     let deadline = Instant::now() + timeout;
     let pause = || tokio::time::sleep(Duration::from_millis(10));
-    // A status request for a job that cannot exist: any reply (`not_found`) means a
-    // coordinator answered.
-    let probe = serde_json::to_vec(&StatusRequest {
-        job_id: Some(Uuid::nil()),
-        idempotency_key: None,
-    })?;
-    while let Err(error) = client
-        .nats
-        .request(subject::STATUS, probe.clone().into())
-        .await
-    {
-        if Instant::now() >= deadline {
-            return Err(anyhow!(
-                "no coordinator answers on {}: {error}",
-                subject::STATUS
-            ));
-        }
-        pause().await;
-    }
-    let js = async_nats::jetstream::new(client.nats.clone());
+    client.wait_ready(timeout).await?;
+    let js = async_nats::jetstream::new(client.nats().clone());
     let mut consumers = vec![(stream::RESULTS, consumer::RESULTS.to_owned())];
     for agent in AGENTS {
         consumers.push((stream::TASKS, consumer::agent(&AgentName::new(agent)?)));

@@ -1,14 +1,10 @@
 //! `baton escalations list | show <id> | resolve <id> (--output JSON | --retry [--input JSON] | --fail)`.
 
-use baton_protocol::messages::{
-    EscalationView, GetEscalationRequest, ListEscalationsReply, ListEscalationsRequest,
-    ResolveAction, ResolveEscalationReply, ResolveEscalationRequest,
-};
-use baton_protocol::subject;
+use baton_protocol::messages::{EscalationView, ResolveAction, ResolveEscalationRequest};
 use clap::{ArgGroup, Args, Subcommand};
 
 use crate::ConfigError;
-use crate::client::{Client, json_arg};
+use crate::client::json_arg;
 
 #[derive(Debug, Subcommand)]
 pub enum EscalationsCommand {
@@ -60,15 +56,10 @@ pub(crate) async fn run(
         EscalationsCommand::Resolve(args) => Some(resolve_request(args)?),
         _ => None,
     };
-    let client = Client::connect(nats).await?;
+    let client = crate::client::connect(nats).await?;
     match command {
         EscalationsCommand::List { json, limit } => {
-            let reply: ListEscalationsReply = client
-                .request(
-                    subject::ESCALATIONS_LIST,
-                    &ListEscalationsRequest { limit: Some(limit) },
-                )
-                .await?;
+            let reply = client.escalations(Some(limit)).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&reply)?);
             } else {
@@ -76,16 +67,12 @@ pub(crate) async fn run(
             }
         }
         EscalationsCommand::Show { id } => {
-            let view: EscalationView = client
-                .request(subject::ESCALATIONS_GET, &GetEscalationRequest { id })
-                .await?;
+            let view = client.escalation(&id).await?;
             println!("{}", serde_json::to_string_pretty(&view)?);
         }
         EscalationsCommand::Resolve(_) => {
             let request = resolve.ok_or_else(|| ConfigError("no resolution".into()))?;
-            let reply: ResolveEscalationReply = client
-                .request(subject::ESCALATIONS_RESOLVE, &request)
-                .await?;
+            let reply = client.resolve(&request).await?;
             println!(
                 "resolved {} ({:?}); job {} is now {}",
                 request.id,

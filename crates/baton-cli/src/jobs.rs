@@ -1,18 +1,19 @@
-//! `baton submit` and `baton status`.
+//! `baton submit` and `baton status`. What `status` prints is the coordinator's status reply
+//! (`StatusReply`, the job's description in the public contract) as JSON.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context, anyhow};
-use baton_protocol::messages::{JobStatus, StatusReply, StatusRequest, SubmitReply, SubmitRequest};
-use baton_protocol::{Limits, Plan, subject};
+use anyhow::Context;
+use baton_client::{Client, Watcher};
+use baton_protocol::messages::{JobStatus, StatusRequest, SubmitRequest};
+use baton_protocol::{Limits, Plan};
 use clap::Args;
-use futures::StreamExt;
 use serde_json::Value;
 use uuid::Uuid;
 
 use crate::ConfigError;
-use crate::client::{Client, json_arg};
+use crate::client::json_arg;
 
 #[derive(Debug, Args)]
 pub struct SubmitArgs {
@@ -77,7 +78,7 @@ pub(crate) async fn submit(nats: &baton_nats::NatsArgs, args: SubmitArgs) -> any
         Some(raw) => json_arg("--input", raw)?,
         None => Value::Null,
     };
-    let client = Client::connect(nats).await?;
+    let client = crate::client::connect(nats).await?;
     let timeout = Duration::from_secs(args.timeout_secs);
     if args.durable {
         let key = args
@@ -88,20 +89,15 @@ pub(crate) async fn submit(nats: &baton_nats::NatsArgs, args: SubmitArgs) -> any
             input,
             idempotency_key: Some(key.clone()),
         };
-        let js = async_nats::jetstream::new(client.nats.clone());
         // Stored even if no coordinator ever ran here: declare the streams first (a no-op
         // when they exist).
-        baton_nats::ensure_streams(&js).await?;
-        js.publish(subject::ENQUEUE, serde_json::to_vec(&request)?.into())
-            .await
-            .context("durable publish failed")?
-            .await
-            .context("the broker did not store the submission (is the BATON_JOBS stream there?)")?;
+        client.declare_streams().await?;
+        client.enqueue(&request, None).await?;
         println!("enqueued with idempotency key {key}");
         if !args.wait {
             return Ok(0);
         }
-        let job = wait_for_key(&client, &key, timeout).await?;
+        let job = client.wait_for_key(&key, timeout).await?;
         return finish(&client, job, timeout).await;
     }
     let request = SubmitRequest {
@@ -110,14 +106,11 @@ pub(crate) async fn submit(nats: &baton_nats::NatsArgs, args: SubmitArgs) -> any
         idempotency_key: args.idempotency_key,
     };
     if args.follow {
-        // Subscribed to every job's events before the submit, so none of this job's is
-        // missed; then narrowed to the job once its id is known.
-        let watcher = crate::follow::Watcher::subscribe_all(&client).await?;
-        let reply: SubmitReply = client.request(subject::SUBMIT, &request).await?;
+        let (reply, watcher) = Watcher::submit(&client, &request).await?;
         println!("{}", reply.job_id);
-        return watcher.follow(&client, reply.job_id, timeout).await;
+        return crate::follow::print(watcher, None, false, timeout).await;
     }
-    let reply: SubmitReply = client.request(subject::SUBMIT, &request).await?;
+    let reply = client.submit(&request).await?;
     println!("{}", reply.job_id);
     if !args.wait {
         return Ok(0);
@@ -126,13 +119,13 @@ pub(crate) async fn submit(nats: &baton_nats::NatsArgs, args: SubmitArgs) -> any
 }
 
 async fn finish(client: &Client, job: Uuid, timeout: Duration) -> anyhow::Result<i32> {
-    let status = wait(client, job, timeout).await?;
+    let status = client.wait(job, timeout).await?;
     println!("{}", serde_json::to_string_pretty(&status)?);
     Ok(exit_code(status.status))
 }
 
 /// 0 succeeded, 1 failed or cancelled, 2 escalated (waiting for a human).
-fn exit_code(status: JobStatus) -> i32 {
+pub(crate) fn exit_code(status: JobStatus) -> i32 {
     match status {
         JobStatus::Succeeded => 0,
         JobStatus::Escalated => 2,
@@ -140,74 +133,13 @@ fn exit_code(status: JobStatus) -> i32 {
     }
 }
 
-/// Waits until the job ends or escalates: listens to its events, and reads its status
-/// after subscribing (so an end that came first is not missed) and after each event.
-pub(crate) async fn wait(
-    client: &Client,
-    job: Uuid,
-    timeout: Duration,
-) -> anyhow::Result<StatusReply> {
-    let mut events = client.nats.subscribe(subject::events(job)).await?;
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        let status: StatusReply = client
-            .request(
-                subject::STATUS,
-                &StatusRequest {
-                    job_id: Some(job),
-                    idempotency_key: None,
-                },
-            )
-            .await?;
-        if status.status.is_terminal() || status.status == JobStatus::Escalated {
-            return Ok(status);
-        }
-        // Any event may be the end; a status read after it tells.
-        match tokio::time::timeout_at(deadline, events.next()).await {
-            Ok(Some(_)) => {}
-            Ok(None) => return Err(anyhow!("event subscription closed")),
-            Err(_) => {
-                return Err(anyhow!(
-                    "job {job} did not finish within {}s",
-                    timeout.as_secs()
-                ));
-            }
-        }
-    }
-}
-
-/// Waits until a durable submission has become a job.
-async fn wait_for_key(client: &Client, key: &str, timeout: Duration) -> anyhow::Result<Uuid> {
-    let deadline = tokio::time::Instant::now() + timeout;
-    let request = StatusRequest {
-        job_id: None,
-        idempotency_key: Some(key.to_owned()),
-    };
-    let mut delay = Duration::from_millis(50);
-    loop {
-        match client
-            .request::<_, StatusReply>(subject::STATUS, &request)
-            .await
-        {
-            Ok(status) => return Ok(status.job_id),
-            Err(error) if tokio::time::Instant::now() >= deadline => {
-                return Err(error.context("the durable submission did not start in time"));
-            }
-            Err(_) => {}
-        }
-        // Not a hot path: a human waiting on a queued job.
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(1));
-    }
-}
-
 pub(crate) async fn status(nats: &baton_nats::NatsArgs, args: StatusArgs) -> anyhow::Result<i32> {
-    let client = Client::connect(nats).await?;
+    let client = crate::client::connect(nats).await?;
     let request = StatusRequest {
         job_id: args.job,
         idempotency_key: args.idempotency_key,
     };
-    let status: StatusReply = client.request(subject::STATUS, &request).await?;
+    let status = client.status_of(&request).await?;
     println!("{}", serde_json::to_string_pretty(&status)?);
     Ok(0)
 }

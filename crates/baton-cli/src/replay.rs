@@ -4,13 +4,11 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use baton_protocol::messages::{RerunRequest, SubmitReply, TraceReply, TraceRequest};
-use baton_protocol::subject;
+use baton_protocol::messages::RerunRequest;
 use clap::Args;
 use uuid::Uuid;
 
 use crate::ConfigError;
-use crate::client::Client;
 
 #[derive(Debug, Args)]
 pub struct ReplayArgs {
@@ -32,10 +30,8 @@ pub(crate) async fn replay(nats: &baton_nats::NatsArgs, args: ReplayArgs) -> any
         .as_deref()
         .map(crate::jobs::read_plan)
         .transpose()?;
-    let client = Client::connect(nats).await?;
-    let trace: TraceReply = client
-        .request(subject::TRACE, &TraceRequest { job_id: args.job })
-        .await?;
+    let client = crate::client::connect(nats).await?;
+    let trace = client.trace(args.job).await?;
     // The scripts run on a scratch Redis of our own: nothing touches the deployment's.
     let redis = tokio::task::spawn_blocking(baton_harness::RedisServer::start)
         .await?
@@ -87,32 +83,16 @@ pub(crate) async fn rerun(nats: &baton_nats::NatsArgs, args: RerunArgs) -> anyho
     if args.from.is_empty() {
         return Err(ConfigError("--from needs a step id".into()).into());
     }
-    let client = Client::connect(nats).await?;
+    let client = crate::client::connect(nats).await?;
     let request = RerunRequest {
         job_id: args.job,
         from: args.from,
         idempotency_key: args.idempotency_key,
     };
-    let reply: SubmitReply = client.request(subject::RERUN, &request).await?;
+    let reply = client.rerun(&request).await?;
     println!("{}", reply.job_id);
     if !args.follow {
         return Ok(0);
     }
-    let watcher = crate::follow::Watcher::subscribe(&client, reply.job_id, false).await?;
-    let trace: TraceReply = client
-        .request(
-            subject::TRACE,
-            &TraceRequest {
-                job_id: reply.job_id,
-            },
-        )
-        .await?;
-    watcher
-        .run(
-            &client,
-            trace.decisions,
-            Some(trace.job.created_ms),
-            Duration::from_secs(3600),
-        )
-        .await
+    crate::follow::follow_job(&client, reply.job_id, false, Duration::from_secs(3600)).await
 }

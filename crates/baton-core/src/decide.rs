@@ -558,6 +558,31 @@ fn succeed(
     ends
 }
 
+/// A new step (of a new job, or added by a growing plan): its first attempt starts now when
+/// no need is `waiting` for, else it waits for that many.
+fn start_or_wait(
+    job: Uuid,
+    step: &Step,
+    waiting: usize,
+    decision: &mut Decision,
+    apply: &mut Apply,
+    ctx: &Context,
+) {
+    if waiting == 0 {
+        start(job, step, 1, decision, apply, ctx);
+        apply
+            .set(step_field(StepField::Attempt, step), "1")
+            .set(step_field(StepField::Started, step), ctx.now.to_string());
+    } else {
+        apply
+            .set(
+                step_field(StepField::Status, step),
+                StepStatus::Waiting.as_str(),
+            )
+            .set(step_field(StepField::Waiting, step), waiting.to_string());
+    }
+}
+
 /// Starts `attempt` of `step` now: running, with its deadline, and its timer.
 fn start(
     job: Uuid,
@@ -776,19 +801,7 @@ fn grow(
                 waiting += 1;
             }
         }
-        if waiting == 0 {
-            start(job, step, 1, &mut decision, &mut apply, ctx);
-            apply
-                .set(step_field(StepField::Attempt, step), "1")
-                .set(step_field(StepField::Started, step), now.clone());
-        } else {
-            apply
-                .set(
-                    step_field(StepField::Status, step),
-                    StepStatus::Waiting.as_str(),
-                )
-                .set(step_field(StepField::Waiting, step), waiting.to_string());
-        }
+        start_or_wait(job, step, waiting, &mut decision, &mut apply, ctx);
     }
     refresh(&mut apply, facts, ctx);
     decision.apply = Some(apply);
@@ -845,19 +858,7 @@ fn create(job: Uuid, plan: &Plan, facts: &Facts, new: &NewJob<'_>, ctx: &Context
             .iter()
             .filter(|need| !reused.contains_key(need.as_str()))
             .count();
-        if waiting == 0 {
-            start(job, step, 1, &mut decision, &mut apply, ctx);
-            apply
-                .set(step_field(StepField::Attempt, step), "1")
-                .set(step_field(StepField::Started, step), now.clone());
-        } else {
-            apply
-                .set(
-                    step_field(StepField::Status, step),
-                    StepStatus::Waiting.as_str(),
-                )
-                .set(step_field(StepField::Waiting, step), waiting.to_string());
-        }
+        start_or_wait(job, step, waiting, &mut decision, &mut apply, ctx);
     }
     decision.known = new.reused.to_vec();
     decision.input = Some(new.input.to_owned());
