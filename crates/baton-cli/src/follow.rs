@@ -119,7 +119,7 @@ fn exit_code(status: &StatusReply, json: bool) -> i32 {
             )),
         }
     }
-    crate::jobs::exit_code(status.status)
+    crate::exit_code(status.status)
 }
 
 /// Offsets from the job's creation. Events are dated by the coordinator (`ts_ms`, when it

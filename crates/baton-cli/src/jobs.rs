@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use baton_client::{Client, Watcher};
-use baton_protocol::messages::{JobStatus, StatusRequest, SubmitRequest};
+use baton_protocol::messages::{StatusRequest, SubmitRequest};
 use baton_protocol::{Limits, Plan};
 use clap::Args;
 use serde_json::Value;
@@ -121,16 +121,7 @@ pub(crate) async fn submit(nats: &baton_nats::NatsArgs, args: SubmitArgs) -> any
 async fn finish(client: &Client, job: Uuid, timeout: Duration) -> anyhow::Result<i32> {
     let status = client.wait(job, timeout).await?;
     println!("{}", serde_json::to_string_pretty(&status)?);
-    Ok(exit_code(status.status))
-}
-
-/// 0 succeeded, 1 failed or cancelled, 2 escalated (waiting for a human).
-pub(crate) fn exit_code(status: JobStatus) -> i32 {
-    match status {
-        JobStatus::Succeeded => 0,
-        JobStatus::Escalated => 2,
-        _ => 1,
-    }
+    Ok(crate::exit_code(status.status))
 }
 
 pub(crate) async fn status(nats: &baton_nats::NatsArgs, args: StatusArgs) -> anyhow::Result<i32> {

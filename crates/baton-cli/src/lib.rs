@@ -15,6 +15,17 @@ use clap::{Parser, Subcommand};
 /// Exit code for bad configuration or usage (EX_USAGE).
 pub const EXIT_CONFIG: i32 = 64;
 
+/// The exit code of a command that waited for a job: 0 succeeded, 1 failed or cancelled, 2
+/// escalated (waiting for a human).
+pub(crate) fn exit_code(status: baton_protocol::messages::JobStatus) -> i32 {
+    use baton_protocol::messages::JobStatus;
+    match status {
+        JobStatus::Succeeded => 0,
+        JobStatus::Escalated => 2,
+        _ => 1,
+    }
+}
+
 /// Baton: a distributed orchestration fleet for multi-agent AI systems.
 #[derive(Debug, Parser)]
 #[command(name = "baton", version, about)]
