@@ -9,7 +9,11 @@
 //! that is not the step's input (a string), which breaks any output schema, and `crash`
 //! aborts the whole worker process on every delivery (a poison task). `"usage"` reports token
 //! usage on every attempt: `true` derives it from the input size (model `sim-1`), an object
-//! `{"model", "input_tokens", "output_tokens"}` is reported as given. Its work runs in a
+//! `{"model", "input_tokens", "output_tokens"}` is reported as given. `"output": v` returns
+//! `v` instead of the input; `"outputs": [v1, v2, …]` returns element k the k-th time the
+//! step runs in the job (its attempt number, which counts every run of the step; the last
+//! element repeats), or element `index` for a map element (a task input with `item` and
+//! `index`), so a test's job input can steer routers, loops and planners. Its work runs in a
 //! `sim.work` span, which nests under the runtime's span of the attempt when tracing is on.
 
 use std::time::Duration;
@@ -36,6 +40,12 @@ pub struct SimSpec {
     /// Token usage to report on each attempt, as an LLM agent would.
     #[serde(default)]
     pub usage: Option<SimUsage>,
+    /// The output of every run, instead of the input.
+    #[serde(default)]
+    pub output: Option<Value>,
+    /// The output of each run in turn (the last repeats); wins over `output`.
+    #[serde(default)]
+    pub outputs: Option<Vec<Value>>,
 }
 
 /// What usage the simulation reports.
@@ -66,6 +76,21 @@ impl SimSpec {
                 serde_json::from_value(spec.clone()).map_err(|e| format!("bad sim spec: {e}"))
             }
         }
+    }
+
+    /// The output of the run `attempt` of a step whose task input is `input`: the element of
+    /// `outputs` for that run (or for the map element `index`), else `output`, else the input.
+    pub fn output_of(&self, attempt: u32, input: Value) -> Value {
+        if let Some(outputs) = self.outputs.as_ref().filter(|list| !list.is_empty()) {
+            let element = input
+                .get("item")
+                .and(input.get("index"))
+                .and_then(Value::as_u64)
+                .unwrap_or_else(|| u64::from(attempt.saturating_sub(1)));
+            let k = usize::try_from(element).unwrap_or(usize::MAX);
+            return outputs[k.min(outputs.len() - 1)].clone();
+        }
+        self.output.clone().unwrap_or(input)
     }
 
     /// The failure to inject on `attempt`, if any.
@@ -111,7 +136,7 @@ async fn work(task: Task) -> Result<Value, AgentError> {
         tokio::time::sleep(Duration::from_millis(spec.sleep_ms)).await;
     }
     match spec.failure_on(task.attempt) {
-        None => Ok(task.input),
+        None => Ok(spec.output_of(task.attempt, task.input)),
         Some(FailMode::Error) => Err(AgentError::retryable(format!(
             "sim: injected failure on attempt {} of step {}",
             task.attempt, task.step_id
@@ -131,6 +156,29 @@ async fn work(task: Task) -> Result<Value, AgentError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn outputs_follow_the_runs_of_a_step_and_the_elements_of_a_map() {
+        let input = json!({"input": {}, "needs": {}});
+        let echo = SimSpec::default();
+        assert_eq!(echo.output_of(1, input.clone()), input);
+        let fixed = SimSpec::of(&json!({"sim": {"output": {"route": "billing"}}})).unwrap();
+        assert_eq!(
+            fixed.output_of(3, input.clone()),
+            json!({"route": "billing"})
+        );
+        let runs = SimSpec::of(&json!({"sim": {"output": 0, "outputs": ["a", "b"]}})).unwrap();
+        assert_eq!(runs.output_of(1, input.clone()), json!("a"));
+        assert_eq!(runs.output_of(2, input.clone()), json!("b"));
+        // The last repeats.
+        assert_eq!(runs.output_of(7, input.clone()), json!("b"));
+        // A map element takes its own element, whatever the attempt.
+        let element = json!({"item": "x", "index": 0});
+        assert_eq!(runs.output_of(2, element), json!("a"));
+        // An empty list is no list.
+        let empty = SimSpec::of(&json!({"sim": {"outputs": []}})).unwrap();
+        assert_eq!(empty.output_of(1, input.clone()), input);
+    }
 
     #[test]
     fn spec_is_read_from_the_input_or_the_job_input() {
