@@ -347,7 +347,7 @@ async fn resolve(
         .ok_or_else(not_found)?;
     let step = plan.step(step_id).ok_or_else(not_found)?;
     let limits = &engine.options.limits;
-    let (action, payload) = match request.action {
+    let payload = match request.action {
         ResolveAction::Output => {
             let output = request.output.ok_or_else(|| {
                 ApiError::new(
@@ -360,19 +360,13 @@ async fn resolve(
                     .check(&output)
                     .map_err(|message| ApiError::new(ErrorCode::InvalidOutput, message))?;
             }
-            (
-                "output",
-                check_value(&output, limits.max_depth, limits.max_payload_bytes)?,
-            )
+            check_value(&output, limits.max_depth, limits.max_payload_bytes)?
         }
-        ResolveAction::Retry => {
-            let input = match &request.input {
-                Some(input) => check_value(input, limits.max_depth, limits.max_payload_bytes)?,
-                None => String::new(),
-            };
-            ("retry", input)
-        }
-        ResolveAction::Fail => ("fail", failed_by_human(step_id, request.reason.as_deref())),
+        ResolveAction::Retry => match &request.input {
+            Some(input) => check_value(input, limits.max_depth, limits.max_payload_bytes)?,
+            None => String::new(),
+        },
+        ResolveAction::Fail => failed_by_human(step_id, request.reason.as_deref()),
     };
     let attempts = engine
         .store
@@ -426,7 +420,7 @@ async fn resolve(
     engine.store.unindex_escalation(&request.id).await?;
     engine
         .spans
-        .resolved(&engine.store, job, step, attempt, action, &payload)
+        .resolved(&engine.store, job, step, attempt, request.action, &payload)
         .await;
     engine
         .event(
@@ -444,7 +438,7 @@ async fn resolve(
             },
         )
         .await;
-    tracing::info!(job = %job, step = %step_id, action, "Escalation resolved");
+    tracing::info!(job = %job, step = %step_id, action = request.action.as_str(), "Escalation resolved");
     match request.action {
         ResolveAction::Output => {
             engine

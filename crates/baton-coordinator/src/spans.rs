@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_nats::HeaderMap;
 use baton_otel::{JobTrace, KeyValue, SpanKind, SpanRecord, SpanSink, TraceParent, attr};
 use baton_protocol::keys::field;
-use baton_protocol::messages::{Failure, FailureClass};
+use baton_protocol::messages::{Failure, FailureClass, ResolveAction};
 use baton_protocol::plan::{Plan, Step};
 use uuid::Uuid;
 
@@ -196,13 +196,13 @@ impl Spans {
         job: Uuid,
         step: &Step,
         attempt: u32,
-        action: &str,
+        action: ResolveAction,
         reason: &str,
     ) {
         let (outcome, error) = match action {
-            "output" => ("resolved", None),
-            "fail" => ("failed", Some(reason.to_owned())),
-            _ => return,
+            ResolveAction::Output => ("resolved", None),
+            ResolveAction::Fail => ("failed", Some(reason.to_owned())),
+            ResolveAction::Retry => return,
         };
         let Some(trace) = self.trace(store, job).await else {
             return;
