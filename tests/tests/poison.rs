@@ -59,13 +59,23 @@ async fn a_poison_task_is_dead_lettered_removed_and_escalated() {
     );
     assert_eq!(restarts, 3, "one crash per delivery, bounded by MaxDeliver");
 
-    // Dead-lettered with its input, and gone from the work queue.
+    // Dead-lettered with its input, and gone from the work queue. The dead letter is
+    // published just after the transition that status reports, so it may land a moment
+    // later (on a loaded machine, after the status poll above saw the escalation).
     let js = async_nats::jetstream::new(fleet.client.clone());
     let dlq = js.get_stream(subject::stream::DLQ).await.unwrap();
-    let letter = dlq
-        .get_last_raw_message_by_subject("baton.dlq.crashy")
-        .await
-        .unwrap();
+    let mut found = None;
+    for _ in 0..100 {
+        if let Ok(message) = dlq
+            .get_last_raw_message_by_subject("baton.dlq.crashy")
+            .await
+        {
+            found = Some(message);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let letter = found.expect("no dead letter on baton.dlq.crashy");
     let body: Value = serde_json::from_slice(&letter.payload).unwrap();
     assert_eq!(body["job_id"], json!(job));
     assert_eq!(body["input"]["input"]["sim"]["fail"], json!("crash"));
