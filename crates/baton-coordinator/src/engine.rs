@@ -285,11 +285,8 @@ impl Engine {
         job: Uuid,
         step: &str,
     ) -> Result<Option<Arc<Plan>>, ApiError> {
-        match self.plan(job).await? {
-            Some(plan) if plan.step(step).is_some() => Ok(Some(plan)),
-            Some(_) => Ok(self.load_plan(job).await?),
-            None => Ok(None),
-        }
+        self.plan_unless_older(job, |plan| plan.step(step).is_some())
+            .await
     }
 
     /// The plan of a job at `revision` or later (a revision read with the job's state): the
@@ -299,8 +296,18 @@ impl Engine {
         job: Uuid,
         revision: u32,
     ) -> Result<Option<Arc<Plan>>, ApiError> {
+        self.plan_unless_older(job, |plan| plan.revision() >= revision)
+            .await
+    }
+
+    /// The cached plan if `current` holds for it, else the stored one.
+    async fn plan_unless_older(
+        &self,
+        job: Uuid,
+        current: impl FnOnce(&Plan) -> bool,
+    ) -> Result<Option<Arc<Plan>>, ApiError> {
         match self.plan(job).await? {
-            Some(plan) if plan.revision() >= revision => Ok(Some(plan)),
+            Some(plan) if current(&plan) => Ok(Some(plan)),
             Some(_) => Ok(self.load_plan(job).await?),
             None => Ok(None),
         }
@@ -507,6 +514,10 @@ impl Engine {
                     }
                     None => return Ok(transition),
                 }
+            }
+            if let Outcome::Grown { .. } = transition.outcome {
+                // Every later cause of this job is decided on the grown plan.
+                self.plans.insert(job, transition.plan.clone());
             }
             self.note_timers(transition.timers.iter().copied());
             return Ok(transition);

@@ -53,7 +53,7 @@ pub(crate) struct Ttl {
 /// One transition, as decided and applied.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Transition {
-    /// The plan it was decided on (for a growth, the caller puts the grown plan here).
+    /// The job's plan after it: the one it was decided on, or for a growth the grown one.
     pub(crate) plan: Arc<Plan>,
     /// What the decision did, or why it did nothing.
     pub(crate) outcome: Outcome,
@@ -605,7 +605,7 @@ fn transition(
     now: u64,
     conflicts: u32,
 ) -> Transition {
-    let plan = cause.plan_after(decided_on);
+    let plan = cause.plan_after(decided_on).clone();
     let read: HashMap<&str, String> = post
         .iter()
         .map(String::as_str)
@@ -670,7 +670,7 @@ fn transition(
         })
         .collect();
     Transition {
-        plan: decided_on.clone(),
+        plan,
         outcome,
         status,
         input,

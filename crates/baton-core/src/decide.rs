@@ -1,6 +1,8 @@
 //! `decide`: the one function that decides every transition of a job, from its recorded facts
 //! and the cause, with no I/O. `reads` says which facts a cause needs.
 
+use std::sync::Arc;
+
 use baton_protocol::keys::{TimerKind, TimerMember};
 use baton_protocol::messages::{JobStatus, StepStatus};
 use baton_protocol::plan::{Plan, Step};
@@ -64,8 +66,12 @@ pub enum Cause<'a> {
         note: &'a str,
     },
     /// The running job's plan grows to `plan` (the next revision of the plan decided with,
-    /// from [`Plan::grow`]); `stored` is its JSON, as the job keeps it.
-    Grow { plan: &'a Plan, stored: &'a str },
+    /// from [`Plan::grow`]); `stored` is its JSON, as the job keeps it. Shared, so that what
+    /// the transition hands on (its executor, the plan cache) is the grown plan itself.
+    Grow {
+        plan: &'a Arc<Plan>,
+        stored: &'a str,
+    },
 }
 
 impl<'a> Cause<'a> {
@@ -83,7 +89,7 @@ impl<'a> Cause<'a> {
 
     /// The plan the job has once this cause's decision is applied: the grown plan for
     /// [`Cause::Grow`], else `plan` (the one decided with).
-    pub fn plan_after<'p>(&'p self, plan: &'p Plan) -> &'p Plan {
+    pub fn plan_after<'p>(&'p self, plan: &'p Arc<Plan>) -> &'p Arc<Plan> {
         match self {
             Cause::Grow { plan: grown, .. } => grown,
             _ => plan,

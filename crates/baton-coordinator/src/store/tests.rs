@@ -90,6 +90,9 @@ async fn a_running_jobs_plan_grows_and_stale_plans_are_fenced() {
     );
     let started: Vec<&str> = t.dispatch.iter().map(|d| d.step.as_str()).collect();
     assert_eq!(started, ["c"]);
+    // What the executor gets is the grown plan: it has the step it is to dispatch.
+    assert_eq!(t.plan.revision(), 2);
+    assert!(Arc::ptr_eq(&t.plan, &grown));
     // The same growth again is decided on a plan the job no longer has.
     let again = store.transition(job, &base, &grow, NOW + 2).await.unwrap();
     assert_eq!(again.outcome, Outcome::PlanChanged { revision: 2 });
@@ -128,7 +131,7 @@ async fn a_running_jobs_plan_grows_and_stale_plans_are_fenced() {
     assert_eq!(fields, [Some("2".to_owned()), Some("0".to_owned())]);
     // An ended job does not grow.
     let more: Vec<StepSpec> = serde_json::from_value(json!([{"id": "d", "agent": "sim"}])).unwrap();
-    let further = grown.grow(more, &limits).unwrap();
+    let further = Arc::new(grown.grow(more, &limits).unwrap());
     let further_json = serde_json::to_string(further.spec()).unwrap();
     let late = store
         .transition(

@@ -561,12 +561,14 @@ fn a_result_for_a_step_the_plan_lacks_changes_nothing() {
     assert!(decision.apply.is_none());
 }
 
-fn grown(base: &Plan, steps: serde_json::Value) -> Plan {
-    base.grow(
-        serde_json::from_value(steps).expect("specs"),
-        &Limits::default(),
+fn grown(base: &Plan, steps: serde_json::Value) -> std::sync::Arc<Plan> {
+    std::sync::Arc::new(
+        base.grow(
+            serde_json::from_value(steps).expect("specs"),
+            &Limits::default(),
+        )
+        .expect("grows"),
     )
-    .expect("grows")
 }
 
 #[test]
