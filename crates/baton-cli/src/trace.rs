@@ -96,9 +96,10 @@ pub(crate) fn text(trace: &Trace) -> String {
     };
     for step in &trace.steps {
         if step.attempts.is_empty() {
-            let note = match step.reused_from {
-                Some(job) => format!("reused from {job}"),
-                None => step.status.as_str().to_owned(),
+            let note = match (&step.reused_from, &step.skipped) {
+                (Some(job), _) => format!("reused from {job}"),
+                (None, Some(why)) => format!("skipped ({why})"),
+                (None, None) => step.status.as_str().to_owned(),
             };
             let _ = writeln!(
                 out,
@@ -214,7 +215,10 @@ pub(crate) fn html(trace: &Trace) -> String {
             AttemptOutcome::Succeeded => "#2e7d32",
             AttemptOutcome::Running => "#1565c0",
             AttemptOutcome::Timeout => "#ef6c00",
-            AttemptOutcome::Failed | AttemptOutcome::Invalid | AttemptOutcome::Poison => "#c62828",
+            AttemptOutcome::Failed
+            | AttemptOutcome::Invalid
+            | AttemptOutcome::Poison
+            | AttemptOutcome::InvalidOutput => "#c62828",
         };
         let mut title = format!(
             "{} attempt {}: {} at +{}, {}",

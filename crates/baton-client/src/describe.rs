@@ -1,7 +1,7 @@
 //! Events in words: [`describe`] turns an event into the sentence `baton watch`, `baton
 //! trace` and `baton dev` print, so every view of a job (the dashboard's too) says the same.
 
-use baton_protocol::messages::{AttemptReport, EventKind, ResolveAction, UsageTotals};
+use baton_protocol::messages::{AttemptReport, EventKind, ResolveAction, SkipReason, UsageTotals};
 
 /// One line saying what an event records, for people.
 pub fn describe(kind: &EventKind) -> String {
@@ -83,6 +83,18 @@ pub fn describe(kind: &EventKind) -> String {
             step_id,
             source_job,
         } => format!("{step_id}: output reused from job {source_job}"),
+        EventKind::StepSkipped {
+            step_id,
+            reason,
+            router,
+        } => match (reason, router) {
+            (SkipReason::Route, Some(router)) => {
+                format!("{step_id}: skipped (router {router} did not take its branch)")
+            }
+            (SkipReason::Route, None) => format!("{step_id}: skipped (its branch was not taken)"),
+            (SkipReason::Condition, _) => format!("{step_id}: skipped (when was false)"),
+            (SkipReason::Needs, _) => format!("{step_id}: skipped (every need was skipped)"),
+        },
         EventKind::EscalationResolved {
             step_id,
             action,

@@ -46,6 +46,9 @@ pub struct StepTrace {
     /// The output was reused from another job (`baton rerun`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reused_from: Option<Uuid>,
+    /// Why the step did not run, when it was skipped (`route by triage`, `condition`, …).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -78,6 +81,7 @@ pub enum AttemptOutcome {
     Timeout,
     Invalid,
     Poison,
+    InvalidOutput,
 }
 
 impl AttemptOutcome {
@@ -89,6 +93,7 @@ impl AttemptOutcome {
             AttemptOutcome::Timeout => "timeout",
             AttemptOutcome::Invalid => "invalid",
             AttemptOutcome::Poison => "poison",
+            AttemptOutcome::InvalidOutput => "invalid_output",
         }
     }
 
@@ -98,6 +103,7 @@ impl AttemptOutcome {
             FailureClass::Timeout => AttemptOutcome::Timeout,
             FailureClass::Invalid => AttemptOutcome::Invalid,
             FailureClass::Poison => AttemptOutcome::Poison,
+            FailureClass::InvalidOutput => AttemptOutcome::InvalidOutput,
         }
     }
 }
@@ -159,6 +165,7 @@ impl Trace {
                         attempts: Vec::new(),
                         usage: view.usage.clone(),
                         reused_from: None,
+                        skipped: None,
                     };
                     (id.clone(), step)
                 })
@@ -301,6 +308,18 @@ impl Builder {
                     step.reused_from = Some(*source_job);
                 }
             }
+            EventKind::StepSkipped {
+                step_id,
+                reason,
+                router,
+            } => {
+                if let Some(step) = self.steps.get_mut(step_id) {
+                    step.skipped = Some(match router {
+                        Some(router) => format!("{} by {router}", reason.as_str()),
+                        None => reason.as_str().to_owned(),
+                    });
+                }
+            }
             _ => {}
         }
     }
@@ -315,11 +334,30 @@ impl Builder {
         outcome: AttemptOutcome,
         error: Option<String>,
     ) {
-        let Some(run) = self.steps.get_mut(step).and_then(|step| {
-            step.attempts
-                .iter_mut()
-                .find(|a| a.attempt == attempt && a.outcome == AttemptOutcome::Running)
-        }) else {
+        let Some(trace) = self.steps.get_mut(step) else {
+            return;
+        };
+        if outcome != AttemptOutcome::Succeeded
+            && !trace.attempts.iter().any(|a| a.attempt == attempt)
+        {
+            // Failed before it was published (its condition could not be evaluated, its
+            // task could not be built): no dispatch opened it.
+            trace.attempts.push(AttemptTrace {
+                attempt,
+                start_ms: at,
+                duration_ms: None,
+                outcome: AttemptOutcome::Running,
+                error: None,
+                agent_ms: None,
+                usage: None,
+                worker: None,
+            });
+        }
+        let Some(run) = trace
+            .attempts
+            .iter_mut()
+            .find(|a| a.attempt == attempt && a.outcome == AttemptOutcome::Running)
+        else {
             return;
         };
         // The attempt started when its transition ran, a moment before its dispatch event

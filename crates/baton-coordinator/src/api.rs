@@ -360,6 +360,11 @@ async fn resolve(
                     .check(&output)
                     .map_err(|message| ApiError::new(ErrorCode::InvalidOutput, message))?;
             }
+            if let Some(routes) = &step.routes {
+                routes
+                    .pick(&output)
+                    .map_err(|message| ApiError::new(ErrorCode::InvalidOutput, message))?;
+            }
             check_value(&output, limits.max_depth, limits.max_payload_bytes)?
         }
         ResolveAction::Retry => match &request.input {
@@ -483,9 +488,16 @@ fn job_output<'a>(
             .and_then(|raw| serde_json::from_str(raw).ok())
             .unwrap_or(Value::Null)
     };
-    let sinks: Vec<&str> = plan.sinks().map(|s| s.id.as_str()).collect();
+    // Skipped sinks give no output; when every sink was skipped, the output is null.
+    let skipped = StepStatus::Skipped.as_str();
+    let sinks: Vec<&str> = plan
+        .sinks()
+        .map(|s| s.id.as_str())
+        .filter(|id| get(&field::step_status(id)) != Some(skipped))
+        .collect();
     match sinks.as_slice() {
-        [one] => Some(output(one)),
+        [] => Some(Value::Null),
+        [one] if plan.sinks().nth(1).is_none() => Some(output(one)),
         many => Some(Value::Object(
             many.iter()
                 .map(|id| ((*id).to_owned(), output(id)))

@@ -234,9 +234,12 @@ pub(crate) async fn on_result(engine: Arc<Engine>, message: jetstream::Message) 
                     .and_then(|value| schema.check(&value)),
                 None => Ok(()),
             });
-            match checked {
+            match checked
+                .map_err(invalid)
+                .and_then(|()| check_route(step, output.get()))
+            {
                 Ok(()) => Ok(String::from(Box::<str>::from(output))),
-                Err(message) => Err(invalid(message)),
+                Err(failure) => Err(failure),
             }
         }
         (None, Some(error)) => Err(Failure {
@@ -288,6 +291,20 @@ fn raw_output(result: TaskResult) -> Result<TaskResult<Box<RawValue>>, codec::Er
         worker: result.worker,
         duration_ms: result.duration_ms,
         usage: result.usage,
+    })
+}
+
+/// A router's output must name a branch (or the router must have `_default`): otherwise the
+/// attempt failed, class `invalid_output`, and the router's retry policy applies.
+pub(crate) fn check_route(step: &baton_protocol::plan::Step, output: &str) -> Result<(), Failure> {
+    let Some(routes) = &step.routes else {
+        return Ok(());
+    };
+    let value: serde_json::Value = serde_json::from_str(output).unwrap_or_default();
+    routes.pick(&value).map(drop).map_err(|message| Failure {
+        message,
+        class: FailureClass::InvalidOutput,
+        retryable: true,
     })
 }
 

@@ -528,6 +528,18 @@ impl Engine {
     pub(crate) async fn apply(&self, job: Uuid, transition: Transition) {
         let plan = &transition.plan.clone();
         let job_ended = matches!(transition.status, JobStatus::Succeeded | JobStatus::Failed);
+        for skip in &transition.skipped {
+            self.event_at(
+                job,
+                transition.now,
+                EventKind::StepSkipped {
+                    step_id: skip.step.clone(),
+                    reason: skip.reason,
+                    router: skip.router.clone(),
+                },
+            )
+            .await;
+        }
         if !transition.dispatch.is_empty() {
             let input = transition.input.as_str();
             let publishes = transition
@@ -579,11 +591,29 @@ impl Engine {
         let Some(step) = plan.step(&item.step) else {
             return;
         };
+        if let Some(message) = &item.fail {
+            // The step's condition could not be evaluated on the recorded outputs: the same
+            // outputs give the same error, so the attempt fails without retry.
+            let failure = Failure {
+                message: message.clone(),
+                class: FailureClass::InvalidOutput,
+                retryable: false,
+            };
+            self.fail_unpublished(job, plan, step, item.attempt, failure)
+                .await;
+            return;
+        }
         let deadline_ms = now_ms() + step.timeout_ms;
         let (payload, input) = match self.build_task(job, step, job_input, item, deadline_ms) {
             Ok(built) => built,
             Err(message) => {
-                self.fail_unpublishable(job, plan, step, item.attempt, message)
+                tracing::warn!(job = %job, step = %step.id, attempt = item.attempt, error = %message, "Cannot build task");
+                let failure = Failure {
+                    message,
+                    class: FailureClass::Invalid,
+                    retryable: false,
+                };
+                self.fail_unpublished(job, plan, step, item.attempt, failure)
                     .await;
                 return;
             }
@@ -687,20 +717,15 @@ impl Engine {
             .await
     }
 
-    async fn fail_unpublishable(
+    /// Records the failure of an attempt that was never published.
+    async fn fail_unpublished(
         &self,
         job: Uuid,
         plan: &Arc<Plan>,
         step: &Step,
         attempt: u32,
-        message: String,
+        failure: Failure,
     ) {
-        tracing::warn!(job = %job, step = %step.id, attempt, error = %message, "Cannot build task");
-        let failure = Failure {
-            message,
-            class: FailureClass::Invalid,
-            retryable: false,
-        };
         // Boxed: recording can dispatch again, which makes this recursive.
         let record = Box::pin(self.record(
             job,
@@ -823,7 +848,8 @@ impl Engine {
             step: step.id.to_string(),
             attempt,
             input_override,
-            needs: values.map(|v| v.unwrap_or_else(|| "null".into())).collect(),
+            needs: values.collect(),
+            fail: None,
         };
         Ok((job_input, item))
     }
@@ -997,19 +1023,33 @@ pub(crate) fn step_input(
             serde_json::from_str(job_input).map_err(|e| e.to_string())?;
         let mut needs = BTreeMap::new();
         for (need, output) in step.needs.iter().zip(&item.needs) {
-            let output = serde_json::from_str(output).map_err(|e| e.to_string())?;
-            needs.insert(need.to_string(), output);
+            if let Some(output) = output {
+                let output = serde_json::from_str(output).map_err(|e| e.to_string())?;
+                needs.insert(need.to_string(), output);
+            }
         }
         let rendered = template.render(&input, &needs);
         return serde_json::value::to_raw_value(&rendered).map_err(|e| e.to_string());
     }
     let mut out = String::with_capacity(
-        job_input.len() + item.needs.iter().map(|n| n.len() + 8).sum::<usize>() + 24,
+        job_input.len()
+            + item
+                .needs
+                .iter()
+                .map(|n| n.as_ref().map_or(0, |n| n.len() + 8))
+                .sum::<usize>()
+            + 24,
     );
     out.push_str("{\"input\":");
     out.push_str(job_input);
     out.push_str(",\"needs\":{");
-    for (i, (need, output)) in step.needs.iter().zip(&item.needs).enumerate() {
+    // Skipped needs are absent.
+    let ran = step
+        .needs
+        .iter()
+        .zip(&item.needs)
+        .filter_map(|(need, output)| Some((need, output.as_deref()?)));
+    for (i, (need, output)) in ran.enumerate() {
         if i > 0 {
             out.push(',');
         }

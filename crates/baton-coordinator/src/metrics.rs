@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use async_nats::jetstream;
 use baton_metrics::{ByName, TokenLabels, prometheus_client};
-use baton_protocol::messages::{AttemptReport, EventKind, FailureClass, ResolveAction};
+use baton_protocol::messages::{AttemptReport, EventKind, FailureClass, ResolveAction, SkipReason};
 use baton_protocol::plan::Plan;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -37,6 +37,7 @@ mod name {
     pub(super) const ESCALATIONS: &str = "baton_step_escalations";
     pub(super) const RESOLUTIONS: &str = "baton_escalation_resolutions";
     pub(super) const FENCED: &str = "baton_results_fenced";
+    pub(super) const SKIPPED: &str = "baton_steps_skipped";
     pub(super) const LATENCY: &str = "baton_step_latency";
     pub(super) const OVERHEAD: &str = "baton_step_overhead";
     pub(super) const TOKENS: &str = "baton_tokens";
@@ -125,6 +126,7 @@ struct Families {
     escalations: Family<AgentLabels, Counter>,
     resolutions: Family<ActionLabels, Counter>,
     fenced: Family<ReasonLabels, Counter>,
+    skipped: Family<ReasonLabels, Counter>,
     latency: SecondsFamily,
     overhead: SecondsFamily,
     tokens: Family<TokenLabels, Counter>,
@@ -146,6 +148,8 @@ struct AgentSeries {
     escalations: Counter,
     resolutions: [Counter; ResolveAction::ALL.len()],
     fenced: [Counter; FENCE_REASONS.len()],
+    /// By [`SkipReason::index`].
+    skipped: [Counter; SkipReason::ALL.len()],
     latency: Histogram,
     overhead: Histogram,
     models: ByName<Arc<ModelSeries>>,
@@ -184,6 +188,7 @@ impl Metrics {
             escalations: Family::default(),
             resolutions: Family::default(),
             fenced: Family::default(),
+            skipped: Family::default(),
             latency: Family::new_with_constructor(seconds),
             overhead: Family::new_with_constructor(seconds),
             tokens: Family::default(),
@@ -250,6 +255,12 @@ impl Metrics {
             name::FENCED,
             "Results that did not count (stale attempt, job ended, state missing), by agent type",
             f.fenced.clone(),
+        );
+        r.register(
+            name::SKIPPED,
+            "Steps that did not run (a router's untaken branch, a false condition, every need \
+             skipped), by agent type",
+            f.skipped.clone(),
         );
         r.register_with_unit(
             name::LATENCY,
@@ -330,6 +341,11 @@ impl Metrics {
             }
             // A rerun's reused output is no attempt either.
             EventKind::StepReused { .. } => {}
+            EventKind::StepSkipped {
+                step_id, reason, ..
+            } => {
+                self.agent(agent_of(step_id)).skipped[reason.index()].inc();
+            }
             EventKind::StepRedispatched { step_id, .. } => {
                 self.agent(agent_of(step_id)).redispatches.inc();
             }
@@ -453,6 +469,12 @@ impl AgentSeries {
                 let (agent, reason) = with(reason);
                 families
                     .fenced
+                    .get_or_create_owned(&ReasonLabels { agent, reason })
+            }),
+            skipped: SkipReason::ALL.map(|reason| {
+                let (agent, reason) = with(reason.as_str());
+                families
+                    .skipped
                     .get_or_create_owned(&ReasonLabels { agent, reason })
             }),
             latency: families.latency.get_or_create_owned(&labels),

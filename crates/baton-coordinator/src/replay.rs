@@ -164,6 +164,9 @@ fn recorded_decisions(trace: &TraceReply) -> BTreeMap<String, Vec<String>> {
             EventKind::StepReused { step_id, .. } => {
                 (step_id.clone(), (0, 0), "reuse output".into())
             }
+            EventKind::StepSkipped {
+                step_id, reason, ..
+            } => (step_id.clone(), (0, 0), skip(*reason)),
             EventKind::JobSucceeded { .. } => ("job".into(), (0, 0), "job succeeded".into()),
             EventKind::JobFailed { .. } => ("job".into(), (0, 0), "job failed".into()),
             _ => continue,
@@ -177,6 +180,10 @@ fn recorded_decisions(trace: &TraceReply) -> BTreeMap<String, Vec<String>> {
             (scope, list.into_iter().map(|(_, d)| d).collect())
         })
         .collect()
+}
+
+fn skip(reason: baton_protocol::messages::SkipReason) -> String {
+    format!("skip ({})", reason.as_str())
 }
 
 fn dispatch(attempt: u32, sha256: Option<&str>) -> String {
@@ -455,7 +462,14 @@ impl Replay<'_> {
 
     /// The dispatches a transition started, with their inputs, and the job's end.
     fn effects(&mut self, transition: &Transition) {
+        for skipped in &transition.skipped {
+            self.decide(&skipped.step, skip(skipped.reason));
+        }
         for item in &transition.dispatch {
+            if item.fail.is_some() {
+                // Failed before it was published: the log has that failure, replayed as one.
+                continue;
+            }
             let Some(step) = self.plan.step(&item.step) else {
                 continue;
             };

@@ -7,7 +7,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use baton_core::{Apply, Cause, Context, Decision, End, Expire, Facts, Field, Outcome, StepField};
+use baton_core::{
+    Apply, Cause, Context, Decision, End, Expire, Facts, Field, Outcome, Skip, StepField,
+};
 use baton_protocol::keys;
 use baton_protocol::messages::JobStatus;
 use baton_protocol::plan::Plan;
@@ -71,6 +73,8 @@ pub(crate) struct Transition {
     pub(crate) dispatch: Vec<Dispatch>,
     /// Due times of the timers it scheduled (the timer loop is woken for them).
     pub(crate) timers: Vec<u64>,
+    /// Steps it skipped.
+    pub(crate) skipped: Vec<Skip>,
     /// Times the facts changed between read and apply (each was decided again).
     pub(crate) conflicts: u32,
 }
@@ -96,8 +100,12 @@ pub(crate) struct Dispatch {
     pub(crate) attempt: u32,
     /// A human-supplied input that replaces the mapping (escalation retry with `--input`).
     pub(crate) input_override: Option<String>,
-    /// Outputs (JSON) of the step's needs, in the plan's order.
-    pub(crate) needs: Vec<String>,
+    /// Outputs (JSON) of the step's needs, in the plan's order; `None` for a need that was
+    /// skipped (it is absent from the step's input).
+    pub(crate) needs: Vec<Option<String>>,
+    /// Set when the attempt fails before it is published (its `when` could not be
+    /// evaluated): the executor records this failure instead.
+    pub(crate) fail: Option<String>,
 }
 
 /// Decision-log entries of one job, to append in one command.
@@ -325,8 +333,10 @@ impl Store {
             cmd.arg(field.name()).arg(value.as_deref().unwrap_or(""));
         }
         cmd.arg(apply.counts.len());
-        for (field, zero) in &apply.counts {
-            cmd.arg(field.name()).arg(if *zero { "1" } else { "0" });
+        for (field, by, zero) in &apply.counts {
+            cmd.arg(field.name())
+                .arg(*by)
+                .arg(if *zero { "1" } else { "0" });
         }
         cmd.arg(apply.set.len());
         for (field, value) in &apply.set {
@@ -632,6 +642,7 @@ fn transition(
         ends,
         started,
         known,
+        skipped,
         ..
     } = decision;
     let ending = ends.map(|end| Ending {
@@ -658,7 +669,6 @@ fn transition(
                         .find(|(id, _)| id == need.as_str())
                         .map(|(_, output)| output.clone())
                         .or_else(|| get(Field::step(StepField::Output, need.as_str())))
-                        .unwrap_or_else(|| "null".to_owned())
                 })
                 .collect();
             Dispatch {
@@ -666,6 +676,7 @@ fn transition(
                 step: start.step,
                 attempt: start.attempt,
                 needs,
+                fail: start.fail,
             }
         })
         .collect();
@@ -679,6 +690,7 @@ fn transition(
         ending,
         dispatch,
         timers: timers.iter().map(|t| t.due).collect(),
+        skipped,
         conflicts,
     }
 }

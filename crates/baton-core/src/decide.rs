@@ -229,13 +229,15 @@ pub fn reads(plan: &Plan, cause: &Cause<'_>) -> Vec<Field> {
     fields
 }
 
-/// What a success reads besides the step: the steps left and its dependents' waiting counts.
+/// What a success reads besides the step: the steps left, its dependents' waiting counts,
+/// and what settling the region its routes and its dependents' conditions may skip needs.
 fn succeed_reads(plan: &Plan, step: &Step, fields: &mut Vec<Field>) {
     fields.push(Field::Left);
     fields.extend(
         plan.dependents(step.id.as_str())
             .map(|dep| step_field(StepField::Waiting, dep)),
     );
+    crate::flow::region_reads(plan, step, fields);
 }
 
 /// Decides what `cause` does to `job`, given the facts `reads` named.
@@ -537,20 +539,21 @@ fn succeed(
         )
         .set(step_field(StepField::Output, step), output)
         .set(Field::Updated, now.clone());
-    let ends = facts.number(&Field::Left) <= 1;
-    apply.counts.push((Field::Left, ends));
-    for dep in plan.dependents(step.id.as_str()) {
-        let starts = facts.step_number(StepField::Waiting, dep.id.as_str()) <= 1;
-        apply
-            .counts
-            .push((step_field(StepField::Waiting, dep), starts));
-        if starts {
-            start(job, dep, 1, decision, apply, ctx);
-            apply
-                .set(step_field(StepField::Attempt, dep), "1")
-                .set(step_field(StepField::Started, dep), now.clone());
+    let mark = apply.counts.len();
+    let settled = crate::flow::release(plan, facts, step, output, apply);
+    let done = 1 + u32::try_from(settled.skipped.len()).unwrap_or(u32::MAX);
+    let ends = facts.number(&Field::Left) <= u64::from(done);
+    apply.counts.insert(mark, (Field::Left, done, ends));
+    for (dep, error) in settled.start {
+        start(job, dep, 1, decision, apply, ctx);
+        if let Some(start) = decision.dispatch.last_mut() {
+            start.fail = error;
         }
+        apply
+            .set(step_field(StepField::Attempt, dep), "1")
+            .set(step_field(StepField::Started, dep), now.clone());
     }
+    decision.skipped.extend(settled.skipped);
     decision
         .known
         .push((step.id.to_string(), output.to_owned()));
@@ -614,6 +617,7 @@ fn start(
     decision.dispatch.push(Start {
         step: step.id.to_string(),
         attempt,
+        fail: None,
     });
     decision.timers.push(Timer {
         member: timer(job, step, attempt, TimerKind::Timeout),
@@ -691,7 +695,7 @@ fn resolve(
     let mut apply = Apply::default();
     guard_step(&mut apply, facts, step);
     let last = facts.number(&Field::Escalated) <= 1;
-    apply.counts.push((Field::Escalated, last));
+    apply.counts.push((Field::Escalated, 1, last));
     let next = if last {
         JobStatus::Running
     } else {
@@ -825,6 +829,14 @@ fn create(job: Uuid, plan: &Plan, facts: &Facts, new: &NewJob<'_>, ctx: &Context
         .map(|(step, output)| (step.as_str(), output.as_str()))
         .collect();
     let now = ctx.now.to_string();
+    let (skips, mut fails) = crate::flow::at_create(plan, new.input, &reused);
+    let skipped: std::collections::HashSet<&str> =
+        skips.iter().map(|skip| skip.step.as_str()).collect();
+    let left = plan
+        .steps()
+        .len()
+        .saturating_sub(reused.len())
+        .saturating_sub(skipped.len());
     let mut decision = Decision::nothing(Outcome::Created, JobStatus::Running);
     let mut apply = Apply::default();
     apply
@@ -835,10 +847,7 @@ fn create(job: Uuid, plan: &Plan, facts: &Facts, new: &NewJob<'_>, ctx: &Context
         .set(Field::Input, new.input)
         .set(Field::Created, now.clone())
         .set(Field::Updated, now.clone())
-        .set(
-            Field::Left,
-            (plan.steps().len().saturating_sub(reused.len())).to_string(),
-        )
+        .set(Field::Left, left.to_string())
         .set(Field::Escalated, "0");
     expire_running(&mut apply, ctx);
     if let Some(key) = new.idempotency_key {
@@ -855,16 +864,47 @@ fn create(job: Uuid, plan: &Plan, facts: &Facts, new: &NewJob<'_>, ctx: &Context
             )
             .set(Field::step(StepField::Output, step), output.as_str());
     }
+    for skip in &skips {
+        apply.set(
+            Field::step(StepField::Status, &skip.step),
+            StepStatus::Skipped.as_str(),
+        );
+    }
     for step in plan.steps() {
-        if reused.contains_key(step.id.as_str()) {
+        let id = step.id.as_str();
+        if reused.contains_key(id) || skipped.contains(id) {
             continue;
         }
+        let skipped_needs = step
+            .needs
+            .iter()
+            .filter(|need| skipped.contains(need.as_str()))
+            .count();
         let waiting = step
             .needs
             .iter()
             .filter(|need| !reused.contains_key(need.as_str()))
-            .count();
+            .count()
+            - skipped_needs;
         start_or_wait(job, step, waiting, &mut decision, &mut apply, ctx);
+        if waiting == 0 {
+            if let Some(start) = decision.dispatch.last_mut() {
+                start.fail = fails.remove(id).flatten();
+            }
+        } else if skipped_needs > 0 {
+            apply.set(
+                step_field(StepField::SkippedNeeds, step),
+                skipped_needs.to_string(),
+            );
+        }
+    }
+    decision.skipped = skips;
+    if left == 0 {
+        // Every step was reused or skipped: the job is done as it starts.
+        apply.set(Field::Status, JobStatus::Succeeded.as_str());
+        apply.expire = Expire::Retention;
+        decision.status = JobStatus::Succeeded;
+        decision.ends = Some(End::Succeeded);
     }
     decision.known = new.reused.to_vec();
     decision.input = Some(new.input.to_owned());

@@ -3,7 +3,7 @@
 //! decision log, metrics, spans, dead letters).
 
 use baton_protocol::keys::TimerMember;
-use baton_protocol::messages::{JobStatus, StepStatus};
+use baton_protocol::messages::{JobStatus, SkipReason, StepStatus};
 
 use crate::field::Field;
 
@@ -32,6 +32,9 @@ pub struct Decision {
     pub known: Vec<(String, String)>,
     /// The job input, when the decision had it in hand.
     pub input: Option<String>,
+    /// Steps this decision skipped (a router's untaken branch, a false condition, every
+    /// need skipped), in the order decided.
+    pub skipped: Vec<Skip>,
 }
 
 impl Decision {
@@ -49,6 +52,7 @@ impl Decision {
             started: None,
             known: Vec::new(),
             input: None,
+            skipped: Vec::new(),
         }
     }
 }
@@ -146,6 +150,18 @@ pub struct Started {
 pub struct Start {
     pub step: String,
     pub attempt: u32,
+    /// Set when the attempt fails before it is published: the step's `when` could not be
+    /// evaluated (the executor records the failure, class `invalid_output`).
+    pub fail: Option<String>,
+}
+
+/// A step that will not run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skip {
+    pub step: String,
+    pub reason: SkipReason,
+    /// The router whose route left it out.
+    pub router: Option<String>,
 }
 
 /// A timer to schedule: the member and when it is due (unix ms).
@@ -163,8 +179,9 @@ pub struct Timer {
 pub struct Apply {
     /// Fields that must hold exactly this value (`None`: absent).
     pub guards: Vec<(Field, Option<String>)>,
-    /// Counters to decrement by one, each with whether the decision expects it to reach zero.
-    pub counts: Vec<(Field, bool)>,
+    /// Counters to decrement, each by an amount and with whether the decision expects it to
+    /// reach zero (or below).
+    pub counts: Vec<(Field, u32, bool)>,
     pub set: Vec<(Field, String)>,
     pub delete: Vec<Field>,
     /// Integer fields to add to (usage totals: they commute, so they need no guard).

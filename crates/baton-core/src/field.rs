@@ -44,8 +44,10 @@ pub enum StepField {
     Attempt,
     /// Attempts spent before the current retry budget (a human retry raises it).
     Base,
-    /// Needs not yet succeeded.
+    /// Needs not yet done (succeeded or skipped).
     Waiting,
+    /// Needs that were skipped.
+    SkippedNeeds,
     /// The running attempt's deadline, or the retry's due time.
     Due,
     Output,
@@ -100,6 +102,7 @@ impl Field {
                     StepField::Attempt => name::step_attempt(step),
                     StepField::Base => name::step_base(step),
                     StepField::Waiting => name::step_waiting(step),
+                    StepField::SkippedNeeds => name::step_skipped_needs(step),
                     StepField::Due => name::step_deadline(step),
                     StepField::Output => name::step_output(step),
                     StepField::Error => name::step_error(step),

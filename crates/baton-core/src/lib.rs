@@ -12,8 +12,9 @@ mod decide;
 mod decision;
 mod facts;
 mod field;
+mod flow;
 
 pub use decide::{Attempt, Cause, Context, NewJob, Resolution, Usage, decide, reads};
-pub use decision::{Apply, Decision, End, Expire, Outcome, Start, Started, Timer};
+pub use decision::{Apply, Decision, End, Expire, Outcome, Skip, Start, Started, Timer};
 pub use facts::Facts;
 pub use field::{Field, StepField};

@@ -26,6 +26,7 @@ pub enum ErrorCode {
     InvalidPolicy,
     InvalidInputMapping,
     InvalidOutputSchema,
+    InvalidPlan,
     InvalidIdempotencyKey,
     NotFound,
     UnknownStep,
@@ -39,7 +40,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in the order of the documentation's table.
-    pub const ALL: [ErrorCode; 27] = [
+    pub const ALL: [ErrorCode; 28] = [
         ErrorCode::MalformedPayload,
         ErrorCode::InvalidRequest,
         ErrorCode::UnsupportedContentType,
@@ -58,6 +59,7 @@ impl ErrorCode {
         ErrorCode::InvalidPolicy,
         ErrorCode::InvalidInputMapping,
         ErrorCode::InvalidOutputSchema,
+        ErrorCode::InvalidPlan,
         ErrorCode::InvalidIdempotencyKey,
         ErrorCode::NotFound,
         ErrorCode::UnknownStep,
@@ -89,6 +91,7 @@ impl ErrorCode {
             ErrorCode::InvalidPolicy => "invalid_policy",
             ErrorCode::InvalidInputMapping => "invalid_input_mapping",
             ErrorCode::InvalidOutputSchema => "invalid_output_schema",
+            ErrorCode::InvalidPlan => "invalid_plan",
             ErrorCode::InvalidIdempotencyKey => "invalid_idempotency_key",
             ErrorCode::NotFound => "not_found",
             ErrorCode::UnknownStep => "unknown_step",

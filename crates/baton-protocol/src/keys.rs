@@ -13,14 +13,15 @@
 //! | `pr` | the plan's revision (absent: 1); caches of the plan key on it |
 //! | `created`, `updated` | unix milliseconds |
 //! | `x` | when the running TTL was last set (unix ms); set again once half of it has run |
-//! | `left` | steps not yet succeeded |
+//! | `left` | steps not yet done (succeeded or skipped) |
 //! | `escalated` | open escalations |
 //! | `idem` | the Redis key of the job's idempotency mapping, if any |
 //! | `output`, `error` | the job's output (written by releases before the decision core; now derived from the sinks' outputs when read) or failure reason, once it ends |
-//! | `s.<step>` | step status: `waiting`, `running`, `retrying`, `succeeded`, `escalated`, `failed`, `cancelled` |
+//! | `s.<step>` | step status: `waiting`, `running`, `retrying`, `succeeded`, `escalated`, `failed`, `cancelled`, `skipped` |
 //! | `a.<step>` | current attempt (1-based; absent or 0 before the first dispatch) |
 //! | `b.<step>` | attempts already spent before the current retry budget (raised by a human retry; absent: 0) |
-//! | `w.<step>` | needs not yet succeeded (absent: 0) |
+//! | `w.<step>` | needs not yet done, succeeded or skipped (absent: waits for nothing; removed when the step is skipped) |
+//! | `k.<step>` | needs that were skipped (absent: 0) |
 //! | `d.<step>` | due time: attempt deadline while running, retry time while retrying |
 //! | `o.<step>` | output (JSON) |
 //! | `e.<step>` | last error (JSON `{"message","class","retryable"}`) |
@@ -96,9 +97,13 @@ pub mod field {
     pub fn step_base(step: &str) -> String {
         format!("b.{step}")
     }
-    /// Needs not yet succeeded (absent: 0).
+    /// Needs not yet done, succeeded or skipped (absent: the step waits for nothing).
     pub fn step_waiting(step: &str) -> String {
         format!("w.{step}")
+    }
+    /// Needs that were skipped (absent: 0).
+    pub fn step_skipped_needs(step: &str) -> String {
+        format!("k.{step}")
     }
     pub fn step_output(step: &str) -> String {
         format!("o.{step}")

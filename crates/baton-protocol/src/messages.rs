@@ -141,6 +141,9 @@ pub enum StepStatus {
     Escalated,
     Failed,
     Cancelled,
+    /// The step will not run: a router did not take its branch, its `when` was false, or
+    /// every one of its needs was skipped. It counts as done for its dependents.
+    Skipped,
 }
 
 impl StepStatus {
@@ -153,6 +156,7 @@ impl StepStatus {
             StepStatus::Escalated => "escalated",
             StepStatus::Failed => "failed",
             StepStatus::Cancelled => "cancelled",
+            StepStatus::Skipped => "skipped",
         }
     }
 
@@ -165,6 +169,7 @@ impl StepStatus {
             "escalated" => StepStatus::Escalated,
             "failed" => StepStatus::Failed,
             "cancelled" => StepStatus::Cancelled,
+            "skipped" => StepStatus::Skipped,
             _ => return None,
         })
     }
@@ -217,15 +222,19 @@ pub enum FailureClass {
     /// The task was delivered the consumer's `MaxDeliver` times and never answered: a worker
     /// crashed on it every time. Not retried: it escalates at once.
     Poison,
+    /// The output broke the step's control flow: a router's `route` names no branch, or a
+    /// condition cannot be evaluated on the recorded outputs.
+    InvalidOutput,
 }
 
 impl FailureClass {
     /// Every class, in declaration order: `ALL[c.index()] == c`.
-    pub const ALL: [FailureClass; 4] = [
+    pub const ALL: [FailureClass; 5] = [
         FailureClass::Error,
         FailureClass::Timeout,
         FailureClass::Invalid,
         FailureClass::Poison,
+        FailureClass::InvalidOutput,
     ];
 
     /// The wire name (as serialized, and as the metrics' `class` label gives it).
@@ -235,6 +244,7 @@ impl FailureClass {
             FailureClass::Timeout => "timeout",
             FailureClass::Invalid => "invalid",
             FailureClass::Poison => "poison",
+            FailureClass::InvalidOutput => "invalid_output",
         }
     }
 
@@ -483,7 +493,8 @@ impl Event {
             | EventKind::ResultFenced { .. } => 3,
             EventKind::RetryScheduled { .. }
             | EventKind::StepDeadLettered { .. }
-            | EventKind::StepEscalated { .. } => 4,
+            | EventKind::StepEscalated { .. }
+            | EventKind::StepSkipped { .. } => 4,
             EventKind::EscalationResolved { .. } => 5,
             EventKind::StepSucceeded { human: true, .. } => 6,
             EventKind::JobSucceeded { .. } | EventKind::JobFailed { .. } => 9,
@@ -551,6 +562,14 @@ pub enum EventKind {
     },
     /// A rerun took the step's output from `source_job` instead of running it.
     StepReused { step_id: String, source_job: Uuid },
+    /// The step will not run (its status is `skipped`); `router` names the router whose
+    /// route left it out.
+    StepSkipped {
+        step_id: String,
+        reason: SkipReason,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        router: Option<String>,
+    },
     /// The step's last task went to `baton.dlq.<agent>`.
     StepDeadLettered {
         step_id: String,
@@ -592,6 +611,36 @@ pub enum EventKind {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         usage: Option<UsageTotals>,
     },
+}
+
+/// Why a step was skipped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SkipReason {
+    /// It is only in branches its router did not take.
+    Route,
+    /// Its `when` condition was false.
+    Condition,
+    /// Every one of its needs was skipped.
+    Needs,
+}
+
+impl SkipReason {
+    /// Every reason, in declaration order: `ALL[r.index()] == r`.
+    pub const ALL: [SkipReason; 3] = [SkipReason::Route, SkipReason::Condition, SkipReason::Needs];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SkipReason::Route => "route",
+            SkipReason::Condition => "condition",
+            SkipReason::Needs => "needs",
+        }
+    }
+
+    /// The position in [`SkipReason::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
 }
 
 /// What the coordinator knew about an attempt when it recorded its outcome.

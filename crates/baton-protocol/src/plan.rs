@@ -16,6 +16,10 @@ use serde_json::Value;
 use crate::limits::Limits;
 use crate::name::{AgentName, StepId};
 
+mod flow;
+
+pub use flow::{Condition, DEFAULT_BRANCH, Routes};
+
 /// Default number of attempts per step (the first run plus two retries).
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 /// Default delay before the first retry.
@@ -63,6 +67,15 @@ pub struct StepSpec {
     /// attempt of class `invalid` (retried like any failure).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output_schema: Option<Value>,
+    /// Makes the step a router: its output's `"route"` (a branch name or a list of them)
+    /// picks the branches to run; each branch lists dependents of this step. Dependents in
+    /// no taken branch end `skipped`; `_default` is taken when the route names no branch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routes: Option<BTreeMap<String, Vec<String>>>,
+    /// A CEL condition over `input` and `needs`, evaluated when the step's needs are done;
+    /// false ends the step `skipped`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub when: Option<String>,
 }
 
 /// Exponential backoff with jitter between attempts of one step.
@@ -125,6 +138,9 @@ pub struct Step {
     pub retry: RetryPolicy,
     pub timeout_ms: u64,
     pub output_schema: Option<OutputSchema>,
+    /// Set for a router.
+    pub routes: Option<Routes>,
+    pub when: Option<Condition>,
 }
 
 /// A compiled output schema (compiled once, when the plan is validated).
@@ -231,6 +247,10 @@ pub enum Error {
     InvalidInput { step: String, message: String },
     #[error("step {step:?}: output_schema is not a valid JSON Schema: {message}")]
     InvalidSchema { step: String, message: String },
+    #[error("step {step:?}: {message}")]
+    InvalidRoutes { step: String, message: String },
+    #[error("step {step:?}: when is not a valid condition: {message}")]
+    InvalidCondition { step: String, message: String },
 }
 
 impl Error {
@@ -251,6 +271,7 @@ impl Error {
             Error::InvalidPolicy { .. } => ErrorCode::InvalidPolicy,
             Error::InvalidInput { .. } => ErrorCode::InvalidInputMapping,
             Error::InvalidSchema { .. } => ErrorCode::InvalidOutputSchema,
+            Error::InvalidRoutes { .. } | Error::InvalidCondition { .. } => ErrorCode::InvalidPlan,
         }
     }
 }
@@ -320,6 +341,21 @@ impl Plan {
                     limit: limits.max_dependents,
                 });
             }
+        }
+        for (i, raw) in spec.steps.iter().enumerate() {
+            let Some(branches) = &raw.routes else {
+                continue;
+            };
+            let needs_router = |id: &str| {
+                let (known, &at) = index.get_key_value(id)?;
+                dependents[i].contains(&at).then(|| known.clone())
+            };
+            let routes =
+                Routes::new(branches, needs_router).map_err(|message| Error::InvalidRoutes {
+                    step: raw.id.clone(),
+                    message,
+                })?;
+            steps[i].routes = Some(routes);
         }
         let plan = Self {
             spec,
@@ -413,6 +449,24 @@ impl Plan {
             }
         }
         seen
+    }
+
+    /// Every step, each after all of its needs (Kahn's order; the plan has no cycle).
+    pub fn topological(&self) -> Vec<&Step> {
+        let mut waiting: Vec<usize> = self.steps.iter().map(|s| s.needs.len()).collect();
+        let mut ready: Vec<usize> = (0..self.steps.len()).filter(|&i| waiting[i] == 0).collect();
+        ready.reverse();
+        let mut order = Vec::with_capacity(self.steps.len());
+        while let Some(i) = ready.pop() {
+            order.push(&self.steps[i]);
+            for &dep in &self.dependents[i] {
+                waiting[dep] -= 1;
+                if waiting[dep] == 0 {
+                    ready.push(dep);
+                }
+            }
+        }
+        order
     }
 
     /// Steps nothing depends on: together their outputs are the job's output.
@@ -560,6 +614,17 @@ fn check_step(
             )
         }
     };
+    let when = match &raw.when {
+        None => None,
+        Some(source) => {
+            Some(
+                Condition::new(source, &needs).map_err(|message| Error::InvalidCondition {
+                    step: raw.id.clone(),
+                    message,
+                })?,
+            )
+        }
+    };
     Ok(Step {
         id,
         kind: StepKind::Agent(agent),
@@ -568,6 +633,8 @@ fn check_step(
         retry,
         timeout_ms,
         output_schema,
+        routes: None,
+        when,
     })
 }
 

@@ -2,8 +2,9 @@
 -- was based on still hold: one atomic script per transition, on one hash slot. It decides
 -- nothing; it checks and writes.
 -- KEYS[1] = the job hash. ARGV[1] = the TTL to set (ms) or '' to leave it; then five counted
--- lists: guards (field, the value read or '' for absent), counters (field, '1' if the
--- decision expects the decrement to reach zero, else '0'), sets (field, value), deletes
+-- lists: guards (field, the value read or '' for absent), counters (field, the amount to
+-- decrement by, '1' if the decision expects it to reach zero or below, else '0'), sets
+-- (field, value), deletes
 -- (field), adds (field, integer).
 -- Returns 1 when applied; 0 when a guarded fact changed, having written nothing.
 local job = KEYS[1]
@@ -25,7 +26,7 @@ end
 local guards, g0 = take()
 at = g0 + 2 * guards
 local counters, c0 = take()
-at = c0 + 2 * counters
+at = c0 + 3 * counters
 
 local writes = {}
 if guards + counters > 0 then
@@ -34,7 +35,7 @@ if guards + counters > 0 then
     fields[#fields + 1] = ARGV[g0 + 2 * i]
   end
   for i = 0, counters - 1 do
-    fields[#fields + 1] = ARGV[c0 + 2 * i]
+    fields[#fields + 1] = ARGV[c0 + 3 * i]
   end
   local values = {}
   for i = 1, #fields, 4000 do
@@ -50,11 +51,11 @@ if guards + counters > 0 then
     end
   end
   for i = 0, counters - 1 do
-    local left = tonumber(values[guards + i + 1] or '0') - 1
-    if (left <= 0) ~= (ARGV[c0 + 2 * i + 1] == '1') then
+    local left = tonumber(values[guards + i + 1] or '0') - tonumber(ARGV[c0 + 3 * i + 1])
+    if (left <= 0) ~= (ARGV[c0 + 3 * i + 2] == '1') then
       return 0
     end
-    writes[#writes + 1] = ARGV[c0 + 2 * i]
+    writes[#writes + 1] = ARGV[c0 + 3 * i]
     writes[#writes + 1] = tostring(left)
   end
 end

@@ -111,7 +111,7 @@ async fn a_running_jobs_plan_grows_and_stale_plans_are_fenced() {
     assert_eq!(t.outcome, Outcome::Succeeded);
     assert_eq!(t.dispatch.len(), 1);
     assert_eq!(t.dispatch[0].step, "b");
-    assert_eq!(t.dispatch[0].needs, ["1"]);
+    assert_eq!(t.dispatch[0].needs, [Some("1".to_owned())]);
     // The job ends only when the grown steps have succeeded too.
     let t = store
         .transition(job, &grown, &succeeded("c", "3"), NOW + 5)

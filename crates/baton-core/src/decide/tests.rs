@@ -2,7 +2,7 @@
 
 use baton_protocol::Limits;
 use baton_protocol::keys::{TimerKind, TimerMember};
-use baton_protocol::messages::{JobStatus, StepStatus};
+use baton_protocol::messages::{JobStatus, SkipReason, StepStatus};
 use baton_protocol::plan::Plan;
 use serde_json::json;
 use uuid::Uuid;
@@ -110,7 +110,8 @@ fn a_new_job_starts_its_roots_and_waits_for_the_rest() {
         decision.dispatch,
         vec![Start {
             step: "a".into(),
-            attempt: 1
+            attempt: 1,
+            fail: None,
         }]
     );
     assert_eq!(decision.timers.len(), 1);
@@ -180,9 +181,9 @@ fn a_success_starts_the_dependents_it_completes() {
     assert_eq!(
         apply.counts,
         vec![
-            (Field::Left, false),
-            (sf(StepField::Waiting, "b"), true),
-            (sf(StepField::Waiting, "c"), true)
+            (Field::Left, 1, false),
+            (sf(StepField::Waiting, "b"), 1, true),
+            (sf(StepField::Waiting, "c"), 1, true)
         ]
     );
     assert_eq!(get(apply, &sf(StepField::Due, "b")), Some("1001000"));
@@ -220,7 +221,7 @@ fn a_success_with_needs_outstanding_starts_nothing() {
     let decision = decide(job(), &plan, &facts, &ok("b", 1, "1"), &CTX);
     assert!(decision.dispatch.is_empty() && decision.timers.is_empty());
     let apply = decision.apply.expect("writes");
-    assert_eq!(apply.counts[1], (sf(StepField::Waiting, "d"), false));
+    assert_eq!(apply.counts[1], (sf(StepField::Waiting, "d"), 1, false));
     // The TTL was set just now: not again.
     assert_eq!(apply.expire, Expire::Keep);
 }
@@ -234,7 +235,7 @@ fn the_last_success_ends_the_job() {
     assert_eq!(decision.status, JobStatus::Succeeded);
     assert_eq!(decision.ends, Some(End::Succeeded));
     let apply = decision.apply.expect("writes");
-    assert_eq!(apply.counts, vec![(Field::Left, true)]);
+    assert_eq!(apply.counts, vec![(Field::Left, 1, true)]);
     assert_eq!(get(&apply, &Field::Status), Some("succeeded"));
     assert_eq!(apply.expire, Expire::Retention);
 }
@@ -409,7 +410,8 @@ fn a_due_retry_dispatches_its_attempt() {
         decision.dispatch,
         vec![Start {
             step: "b".into(),
-            attempt: 2
+            attempt: 2,
+            fail: None,
         }]
     );
     let apply = decision.apply.expect("writes");
@@ -447,7 +449,7 @@ fn resolving_with_an_output_succeeds_the_step() {
     assert_eq!(decision.status, JobStatus::Running);
     let apply = decision.apply.expect("writes");
     assert_eq!(get(&apply, &Field::Status), Some("running"));
-    assert_eq!(apply.counts[0], (Field::Escalated, true));
+    assert_eq!(apply.counts[0], (Field::Escalated, 1, true));
     assert_eq!(get(&apply, &sf(StepField::Output, "b")), Some("42"));
     assert_eq!(decision.dispatch[0].step, "d");
 }
@@ -469,7 +471,8 @@ fn resolving_one_of_two_escalations_leaves_the_job_escalated() {
         decision.dispatch,
         vec![Start {
             step: "b".into(),
-            attempt: 3
+            attempt: 3,
+            fail: None,
         }]
     );
     assert_eq!(decision.timers[0].member.attempt, 3);
@@ -658,4 +661,174 @@ fn an_ended_job_does_not_grow_and_a_stale_growth_is_refused() {
         decide(job(), &plan, &running("b", 1), &cause, &CTX).outcome,
         Outcome::PlanChanged { .. }
     ));
+}
+
+/// triage routes billing → refund, tech → diagnose; draft joins both; `after` follows diagnose.
+fn routed() -> Plan {
+    Plan::from_value(
+        json!({"steps": [
+            {"id": "triage", "agent": "sim", "routes": {"billing": ["refund"], "tech": ["diagnose"]}},
+            {"id": "refund", "agent": "sim", "needs": ["triage"]},
+            {"id": "diagnose", "agent": "sim", "needs": ["triage"]},
+            {"id": "after", "agent": "sim", "needs": ["diagnose"]},
+            {"id": "draft", "agent": "sim", "needs": ["refund", "after"],
+             "when": "needs.refund.amount > 5"},
+        ]}),
+        &Limits::default(),
+    )
+    .expect("valid plan")
+}
+
+/// Facts of the routed plan right after its creation, triage running.
+fn routed_facts() -> Facts {
+    let mut facts = running("triage", 1);
+    facts.insert(Field::Left, "5");
+    for (step, waiting) in [("refund", 1), ("diagnose", 1), ("after", 1), ("draft", 2)] {
+        facts.insert(sf(StepField::Waiting, step), waiting.to_string());
+    }
+    facts
+}
+
+#[test]
+fn a_router_skips_its_untaken_branch_and_everything_only_after_it() {
+    let plan = routed();
+    let cause = ok("triage", 1, r#"{"route":"billing"}"#);
+    let fields = reads(&plan, &cause);
+    // The region a route may skip is read in the same go: counts downstream, and the
+    // outputs the join's condition needs.
+    for field in [
+        sf(StepField::Waiting, "after"),
+        sf(StepField::SkippedNeeds, "draft"),
+        sf(StepField::Output, "refund"),
+        Field::Input,
+    ] {
+        assert!(fields.contains(&field), "{field:?} not read");
+    }
+    let decision = decide(job(), &plan, &routed_facts(), &cause, &CTX);
+    assert_eq!(decision.outcome, Outcome::Succeeded);
+    let started: Vec<_> = decision.dispatch.iter().map(|s| s.step.as_str()).collect();
+    assert_eq!(started, ["refund"]);
+    let skipped: Vec<_> = decision
+        .skipped
+        .iter()
+        .map(|s| (s.step.as_str(), s.reason, s.router.as_deref()))
+        .collect();
+    assert_eq!(
+        skipped,
+        [
+            ("diagnose", SkipReason::Route, Some("triage")),
+            ("after", SkipReason::Needs, None)
+        ]
+    );
+    let apply = decision.apply.expect("writes");
+    assert_eq!(
+        get(&apply, &sf(StepField::Status, "diagnose")),
+        Some("skipped")
+    );
+    assert!(apply.delete.contains(&sf(StepField::Waiting, "diagnose")));
+    // triage and two skipped steps are done; the join still waits for refund, with one of
+    // its needs skipped.
+    assert!(apply.counts.contains(&(Field::Left, 3, false)));
+    assert!(
+        apply
+            .counts
+            .contains(&(sf(StepField::Waiting, "draft"), 1, false))
+    );
+    assert!(
+        apply
+            .add
+            .contains(&(sf(StepField::SkippedNeeds, "draft"), 1))
+    );
+}
+
+#[test]
+fn a_join_runs_when_its_last_need_succeeds_and_its_condition_holds() {
+    let plan = routed();
+    let mut facts = running("refund", 1);
+    facts.insert(Field::Left, "2");
+    facts.insert(Field::Input, "{}");
+    facts.insert(sf(StepField::Waiting, "draft"), "1");
+    facts.insert(sf(StepField::SkippedNeeds, "draft"), "1");
+    for (amount, starts) in [(10, true), (1, false)] {
+        let output = format!(r#"{{"amount":{amount}}}"#);
+        let decision = decide(job(), &plan, &facts, &ok("refund", 1, &output), &CTX);
+        let started: Vec<_> = decision.dispatch.iter().map(|s| s.step.as_str()).collect();
+        if starts {
+            assert_eq!(started, ["draft"]);
+            assert!(decision.ends.is_none());
+        } else {
+            // The condition is false: the join is skipped, and with it the job is done.
+            assert!(started.is_empty());
+            assert_eq!(decision.skipped[0].reason, SkipReason::Condition);
+            assert_eq!(decision.ends, Some(End::Succeeded));
+        }
+    }
+}
+
+#[test]
+fn a_condition_that_errs_starts_the_attempt_with_its_failure() {
+    let plan = routed();
+    let mut facts = running("refund", 1);
+    facts.insert(Field::Left, "2");
+    facts.insert(sf(StepField::Waiting, "draft"), "1");
+    let decision = decide(
+        job(),
+        &plan,
+        &facts,
+        &ok("refund", 1, r#"{"amount":"x"}"#),
+        &CTX,
+    );
+    assert_eq!(decision.dispatch.len(), 1);
+    let fail = decision.dispatch[0].fail.as_deref().expect("a failure");
+    assert!(fail.contains("needs.refund.amount > 5"), "{fail}");
+}
+
+#[test]
+fn a_root_whose_condition_is_false_is_skipped_at_creation() {
+    let plan = Plan::from_value(
+        json!({"steps": [
+            {"id": "a", "agent": "sim", "when": "input.go"},
+            {"id": "b", "agent": "sim", "needs": ["a"]},
+            {"id": "c", "agent": "sim"},
+        ]}),
+        &Limits::default(),
+    )
+    .expect("valid plan");
+    let new = NewJob {
+        plan: "{}",
+        input: r#"{"go":false}"#,
+        idempotency_key: None,
+        traceparent: None,
+        reused: &[],
+    };
+    let decision = decide(
+        job(),
+        &plan,
+        &Facts::default(),
+        &Cause::Submitted(new),
+        &CTX,
+    );
+    let started: Vec<_> = decision.dispatch.iter().map(|s| s.step.as_str()).collect();
+    assert_eq!(started, ["c"]);
+    let skipped: Vec<_> = decision.skipped.iter().map(|s| s.step.as_str()).collect();
+    assert_eq!(skipped, ["a", "b"]);
+    let apply = decision.apply.expect("writes");
+    assert_eq!(get(&apply, &Field::Left), Some("1"));
+    assert_eq!(get(&apply, &sf(StepField::Status, "b")), Some("skipped"));
+    // Every step skipped: the job is done as it starts.
+    let new = NewJob {
+        plan: "{}",
+        input: r#"{"go":false}"#,
+        idempotency_key: None,
+        traceparent: None,
+        reused: &[("c".to_owned(), "1".to_owned())],
+    };
+    let decision = decide(
+        job(),
+        &plan,
+        &Facts::default(),
+        &Cause::Submitted(new),
+        &CTX,
+    );
+    assert_eq!(decision.ends, Some(End::Succeeded));
 }

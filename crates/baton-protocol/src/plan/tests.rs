@@ -325,3 +325,82 @@ fn plans_with_characters_yaml_forbids_read_back_from_storage() {
         assert_eq!(reread, plan, "{text:?}");
     }
 }
+
+#[test]
+fn routes_pick_branches_and_fall_back_to_the_default() {
+    let plan = plan(json!({"steps": [
+        {"id": "r", "agent": "sim", "routes": {"a": ["x"], "b": ["y"], "_default": ["z"]}},
+        {"id": "x", "agent": "sim", "needs": ["r"]},
+        {"id": "y", "agent": "sim", "needs": ["r"]},
+        {"id": "z", "agent": "sim", "needs": ["r"]},
+    ]}))
+    .unwrap();
+    let routes = plan.step("r").unwrap().routes.as_ref().unwrap();
+    let pick = |route: Value| {
+        routes
+            .pick(&json!({"route": route}))
+            .map(|set| set.into_iter().collect::<Vec<_>>())
+    };
+    assert_eq!(pick(json!("a")).unwrap(), ["x"]);
+    assert_eq!(pick(json!(["a", "b"])).unwrap(), ["x", "y"]);
+    assert_eq!(pick(json!("nope")).unwrap(), ["z"]);
+    assert_eq!(pick(json!(["a", "nope"])).unwrap(), ["x", "z"]);
+    assert!(pick(json!(3)).is_err());
+    assert!(routes.pick(&json!({"other": 1})).is_err());
+    let strict = plan_routes_without_default();
+    assert!(
+        strict
+            .pick(&json!({"route": "nope"}))
+            .unwrap_err()
+            .contains("nope")
+    );
+}
+
+fn plan_routes_without_default() -> crate::plan::Routes {
+    let plan = plan(json!({"steps": [
+        {"id": "r", "agent": "sim", "routes": {"a": ["x"]}},
+        {"id": "x", "agent": "sim", "needs": ["r"]},
+    ]}))
+    .unwrap();
+    plan.step("r").unwrap().routes.clone().unwrap()
+}
+
+#[test]
+fn conditions_compile_check_their_names_and_evaluate() {
+    let ok = plan(json!({"steps": [
+        {"id": "a", "agent": "sim"},
+        {"id": "b", "agent": "sim", "needs": ["a"],
+         "when": "needs.a.items.exists(i, i.score > input.min) && size(needs.a.items) < 3"},
+    ]}))
+    .unwrap();
+    let when = ok.step("b").unwrap().when.as_ref().unwrap();
+    let needs = |items: Value| {
+        let mut map = std::collections::BTreeMap::new();
+        map.insert("a", json!({"items": items}));
+        map
+    };
+    let input = json!({"min": 2});
+    assert_eq!(when.eval(&input, &needs(json!([{"score": 3}]))), Ok(true));
+    assert_eq!(when.eval(&input, &needs(json!([{"score": 1}]))), Ok(false));
+    assert!(when.eval(&input, &needs(json!(5))).is_err());
+    for (when, mention) in [
+        ("needs.z.ok", "needs.z"),
+        ("other.x", "other"),
+        ("1 +", "when"),
+    ] {
+        let error = plan(json!({"steps": [
+            {"id": "a", "agent": "sim"},
+            {"id": "b", "agent": "sim", "needs": ["a"], "when": when},
+        ]}))
+        .unwrap_err();
+        assert_eq!(error.code(), crate::ErrorCode::InvalidPlan, "{when}");
+        let text = error.to_string();
+        assert!(text.contains("\"b\"") && text.contains(mention), "{text}");
+    }
+}
+
+#[test]
+fn plans_with_conditions_are_shared_across_threads() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<Plan>();
+}
