@@ -216,6 +216,7 @@ impl Fleet {
             plan,
             input,
             idempotency_key: None,
+            deadline_ms: None,
         };
         match self.baton.submit(&request).await {
             Ok(reply) => reply.job_id,
@@ -229,6 +230,7 @@ impl Fleet {
             plan,
             input,
             idempotency_key: Some(key.to_owned()),
+            deadline_ms: None,
         };
         self.baton.enqueue(&request, None).await.unwrap();
     }

@@ -29,6 +29,7 @@ impl Tracker {
             plan: plan.clone(),
             input: input.clone(),
             idempotency_key: None,
+            deadline_ms: None,
         };
         let reply = self.client.submit(&request).await.context("submit")?;
         Ok(self.ends.wait(reply.job_id))

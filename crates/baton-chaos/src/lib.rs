@@ -402,6 +402,7 @@ async fn submit_all(client: Client, options: ChaosOptions) -> anyhow::Result<Vec
             plan: plan.clone(),
             input: input(n, options.step_ms),
             idempotency_key: Some(key.clone()),
+            deadline_ms: None,
         };
         loop {
             // The key is the message id too: a retry of a stored publish stores nothing.

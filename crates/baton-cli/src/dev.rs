@@ -169,6 +169,7 @@ async fn demo(nats_url: &str, question: &str) -> anyhow::Result<i32> {
         plan,
         input: json!({ "question": question }),
         idempotency_key: None,
+        deadline_ms: None,
     };
     // Subscribed before submitting, so the first events are seen too (the job id is only
     // known from the reply).
@@ -208,7 +209,9 @@ async fn demo(nats_url: &str, question: &str) -> anyhow::Result<i32> {
                 );
                 if matches!(
                     event.kind,
-                    EventKind::JobSucceeded { .. } | EventKind::JobFailed { .. }
+                    EventKind::JobSucceeded { .. }
+                        | EventKind::JobFailed { .. }
+                        | EventKind::JobCancelled { .. }
                 ) {
                     end_received = Some(arrived);
                     return;
@@ -279,7 +282,9 @@ impl Timeline {
         let at = event.ts_ms.saturating_sub(origin);
         if matches!(
             event.kind,
-            EventKind::JobSucceeded { .. } | EventKind::JobFailed { .. }
+            EventKind::JobSucceeded { .. }
+                | EventKind::JobFailed { .. }
+                | EventKind::JobCancelled { .. }
         ) {
             self.ended = Some(at);
         }

@@ -39,6 +39,26 @@ pub struct SubmitArgs {
     /// Longest wait with --wait, in seconds.
     #[arg(long, default_value_t = 300)]
     pub timeout_secs: u64,
+    /// The job must end within this many milliseconds of its acceptance; then it is
+    /// cancelled and ends failed with deadline_exceeded.
+    #[arg(long)]
+    pub deadline_ms: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct CancelArgs {
+    /// Job id.
+    #[arg(required_unless_present = "idempotency_key")]
+    pub job: Option<Uuid>,
+    /// Name the job by its idempotency key instead.
+    #[arg(long, conflicts_with = "job")]
+    pub idempotency_key: Option<String>,
+    /// Why, for the decision log.
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// Who cancels it (default: $USER).
+    #[arg(long)]
+    pub by: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -88,6 +108,7 @@ pub(crate) async fn submit(nats: &baton_nats::NatsArgs, args: SubmitArgs) -> any
             plan,
             input,
             idempotency_key: Some(key.clone()),
+            deadline_ms: args.deadline_ms,
         };
         // Stored even if no coordinator ever ran here: declare the streams first (a no-op
         // when they exist).
@@ -104,6 +125,7 @@ pub(crate) async fn submit(nats: &baton_nats::NatsArgs, args: SubmitArgs) -> any
         plan,
         input,
         idempotency_key: args.idempotency_key,
+        deadline_ms: args.deadline_ms,
     };
     if args.follow {
         let (reply, watcher) = Watcher::submit(&client, &request).await?;
@@ -122,6 +144,26 @@ async fn finish(client: &Client, job: Uuid, timeout: Duration) -> anyhow::Result
     let status = client.wait(job, timeout).await?;
     println!("{}", serde_json::to_string_pretty(&status)?);
     Ok(crate::exit_code(status.status))
+}
+
+/// `baton cancel`: exit 0 when the job was cancelled or had already ended (which it says).
+pub(crate) async fn cancel(nats: &baton_nats::NatsArgs, args: CancelArgs) -> anyhow::Result<i32> {
+    let client = crate::client::connect(nats).await?;
+    let request = baton_protocol::messages::CancelRequest {
+        job_id: args.job,
+        idempotency_key: args.idempotency_key,
+        reason: args.reason,
+        by: args.by.or_else(|| std::env::var("USER").ok()),
+    };
+    match client.cancel(&request).await {
+        Ok(reply) => println!("job {} cancelled", reply.job_id),
+        Err(baton_client::Error::Rejected {
+            code: baton_protocol::ErrorCode::AlreadyEnded,
+            message,
+        }) => println!("{message}"),
+        Err(error) => return Err(error.into()),
+    }
+    Ok(0)
 }
 
 pub(crate) async fn status(nats: &baton_nats::NatsArgs, args: StatusArgs) -> anyhow::Result<i32> {

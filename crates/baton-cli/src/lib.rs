@@ -47,6 +47,8 @@ pub enum Command {
     Submit(jobs::SubmitArgs),
     /// Show a job's status.
     Status(jobs::StatusArgs),
+    /// Cancel a job: pending steps end cancelled, running agents are told to stop.
+    Cancel(jobs::CancelArgs),
     /// Print a job's events and its agents' progress live, until it ends or escalates.
     Watch(follow::WatchArgs),
     /// Explain a job: a waterfall of its attempts (start, duration, outcome, tokens, cost)
@@ -204,6 +206,7 @@ pub fn main() -> i32 {
             Command::Coordinator(args) => coordinator::run(&cli.nats, args).await,
             Command::Submit(args) => jobs::submit(&cli.nats, args).await,
             Command::Status(args) => jobs::status(&cli.nats, args).await,
+            Command::Cancel(args) => jobs::cancel(&cli.nats, args).await,
             Command::Watch(args) => follow::watch(&cli.nats, args).await,
             Command::Trace(args) => trace::run(&cli.nats, args).await,
             Command::Replay(args) => replay::replay(&cli.nats, args).await,

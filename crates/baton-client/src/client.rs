@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use baton_protocol::messages::{
-    EscalationView, Event, GetEscalationRequest, JobStatus, ListEscalationsReply,
-    ListEscalationsRequest, Progress, RerunRequest, ResolveEscalationReply,
+    CancelReply, CancelRequest, EscalationView, Event, GetEscalationRequest, JobStatus,
+    ListEscalationsReply, ListEscalationsRequest, Progress, RerunRequest, ResolveEscalationReply,
     ResolveEscalationRequest, StatusReply, StatusRequest, SubmitReply, SubmitRequest, TraceReply,
     TraceRequest,
 };
@@ -162,6 +162,12 @@ impl Client {
     /// `baton.jobs.rerun`: a new job reusing a job's outputs up to `request.from`.
     pub async fn rerun(&self, request: &RerunRequest) -> Result<SubmitReply, Error> {
         self.request(subject::RERUN, request).await
+    }
+
+    /// `baton.jobs.cancel`. A job that had already ended is an error reply with code
+    /// `already_ended` (its message names the job's status; the reply also carries it).
+    pub async fn cancel(&self, request: &CancelRequest) -> Result<CancelReply, Error> {
+        self.request(subject::CANCEL, request).await
     }
 
     /// `baton.escalations.list`: open escalations, oldest first.

@@ -126,6 +126,23 @@ pub fn describe(kind: &EventKind) -> String {
             attempt,
             reason,
         } => format!("{step_id}: attempt {attempt} published again: {reason}"),
+        EventKind::StepCancelled { step_id, attempt } => match attempt {
+            Some(attempt) => {
+                format!("{step_id}: cancelled; running attempt {attempt} told to stop")
+            }
+            None => format!("{step_id}: cancelled"),
+        },
+        EventKind::JobCancelled { reason, by, usage } => {
+            let by = by
+                .as_ref()
+                .map(|by| format!(" by {by}"))
+                .unwrap_or_default();
+            let reason = reason
+                .as_ref()
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default();
+            format!("job cancelled{by}{reason}{}", usage_suffix(usage))
+        }
         EventKind::JobSucceeded { usage } => format!("job succeeded{}", usage_suffix(usage)),
         EventKind::JobFailed { error, usage } => {
             format!("job failed: {error}{}", usage_suffix(usage))

@@ -39,6 +39,10 @@ impl Ended {
         let (error, usage) = match event.kind {
             EventKind::JobSucceeded { usage } => (None, usage),
             EventKind::JobFailed { error, usage } => (Some(error), usage),
+            EventKind::JobCancelled { reason, usage, .. } => (
+                Some(reason.map_or_else(|| "cancelled".to_owned(), |r| format!("cancelled: {r}"))),
+                usage,
+            ),
             _ => return None,
         };
         Some(Self {

@@ -147,7 +147,9 @@ impl Trace {
             .first()
             .map_or(created_ms, |e| e.ts_ms.min(created_ms));
         let ended = events.iter().rev().find_map(|e| match e.kind {
-            EventKind::JobSucceeded { .. } | EventKind::JobFailed { .. } => Some(e.ts_ms),
+            EventKind::JobSucceeded { .. }
+            | EventKind::JobFailed { .. }
+            | EventKind::JobCancelled { .. } => Some(e.ts_ms),
             _ => None,
         });
         let last = events.last().map_or(started_ms, |e| e.ts_ms);

@@ -98,6 +98,14 @@ pub(crate) async fn handle(
                 Err(error) => Err(error.into()),
             }
         }
+        subject::CANCEL => {
+            match encoding.decode::<baton_protocol::messages::CancelRequest>(payload, max) {
+                Ok(request) => cancel(engine, request)
+                    .await
+                    .map(|r| encode_reply(encoding, &r)),
+                Err(error) => Err(error.into()),
+            }
+        }
         other => Err(ApiError::new(
             ErrorCode::UnknownSubject,
             format!("no handler for {other}"),
@@ -114,21 +122,57 @@ fn to_reply(error: ApiError) -> ErrorReply {
     ErrorReply::new(error.code.as_str(), error.message)
 }
 
-async fn status(engine: &Engine, request: StatusRequest) -> Result<StatusReply, ApiError> {
-    let job = match (request.job_id, request.idempotency_key) {
-        (Some(job), None) => job,
+async fn cancel(
+    engine: &Engine,
+    request: baton_protocol::messages::CancelRequest,
+) -> Result<baton_protocol::messages::CancelReply, ApiError> {
+    let job = job_of(engine, request.job_id, request.idempotency_key).await?;
+    let transition = engine
+        .cancel(job, request.reason.as_deref(), request.by.as_deref(), None)
+        .await?;
+    let error =
+        (transition.outcome != Outcome::Cancelled).then(|| baton_protocol::messages::ErrorBody {
+            code: ErrorCode::AlreadyEnded.as_str().to_owned(),
+            message: format!(
+                "job {job} had already ended ({}); nothing changed",
+                transition.status.as_str()
+            ),
+        });
+    if transition.outcome == Outcome::Missing {
+        return Err(ApiError::new(
+            ErrorCode::NotFound,
+            format!("job {job} does not exist (or its retention ended)"),
+        ));
+    }
+    Ok(baton_protocol::messages::CancelReply {
+        job_id: job,
+        status: transition.status,
+        error,
+    })
+}
+
+/// The job a request names: by id, or by the idempotency key it was submitted with.
+async fn job_of(
+    engine: &Engine,
+    job_id: Option<Uuid>,
+    idempotency_key: Option<String>,
+) -> Result<Uuid, ApiError> {
+    match (job_id, idempotency_key) {
+        (Some(job), None) => Ok(job),
         (None, Some(key)) => engine
             .store
             .idempotency_key(&keys::idempotency(&key))
             .await?
-            .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no job has this idempotency key"))?,
-        _ => {
-            return Err(ApiError::new(
-                ErrorCode::InvalidRequest,
-                "give exactly one of job_id and idempotency_key",
-            ));
-        }
-    };
+            .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no job has this idempotency key")),
+        _ => Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            "give exactly one of job_id and idempotency_key",
+        )),
+    }
+}
+
+async fn status(engine: &Engine, request: StatusRequest) -> Result<StatusReply, ApiError> {
+    let job = job_of(engine, request.job_id, request.idempotency_key).await?;
     job_status(engine, job).await
 }
 

@@ -116,8 +116,19 @@ impl Engine {
             .or(enqueued);
         let input = serde_json::to_string(&request.input)
             .map_err(|e| ApiError::new(ErrorCode::InvalidRequest, e.to_string()))?;
-        self.start(plan, &input, mapping, Vec::new(), None, traceparent)
-            .await
+        if request.deadline_ms == Some(0) {
+            return Err(ApiError::new(
+                ErrorCode::InvalidRequest,
+                "deadline_ms must be at least 1",
+            ));
+        }
+        let start = Start {
+            reused: Vec::new(),
+            source: None,
+            traceparent,
+            deadline_ms: request.deadline_ms,
+        };
+        self.start(plan, &input, mapping, start).await
     }
 
     /// Validates a submitted plan, once per distinct plan: submitters send the same plans
@@ -198,8 +209,13 @@ impl Engine {
             }
         }
         let mapping = request.idempotency_key.as_deref().map(keys::idempotency);
-        self.start(plan, &input, mapping, outputs, Some(source), None)
-            .await
+        let start = Start {
+            reused: outputs,
+            source: Some(source),
+            traceparent: None,
+            deadline_ms: None,
+        };
+        self.start(plan, &input, mapping, start).await
     }
 
     /// Creates a job (idempotently, under `mapping`) and publishes its first tasks.
@@ -208,10 +224,14 @@ impl Engine {
         plan: Arc<Plan>,
         input: &str,
         mapping: Option<String>,
-        reused: Vec<(String, String)>,
-        source: Option<Uuid>,
-        traceparent: Option<baton_otel::TraceParent>,
+        start: Start,
     ) -> Result<(Uuid, bool), ApiError> {
+        let Start {
+            reused,
+            source,
+            traceparent,
+            deadline_ms,
+        } = start;
         let mut job = Uuid::now_v7();
         if let Some(mapping) = &mapping {
             let (owner, age) = self.store.claim_idempotency(mapping, job).await?;
@@ -237,6 +257,7 @@ impl Engine {
             idempotency_key: mapping.as_deref(),
             traceparent: stored_traceparent.as_deref(),
             reused: &reused,
+            deadline: deadline_ms.map(|ms| now.saturating_add(ms)),
         });
         let transition = self.handle(job, &plan, &cause, now).await?;
         if transition.outcome == Outcome::Exists {
@@ -268,6 +289,79 @@ impl Engine {
         }
         self.apply(job, transition).await;
         Ok((job, false))
+    }
+
+    /// Cancels a job (a request, or its deadline timer): every step not done ends
+    /// `cancelled`, running attempts are told to stop, and the job ends.
+    pub(crate) async fn cancel(
+        &self,
+        job: Uuid,
+        reason: Option<&str>,
+        by: Option<&str>,
+        deadline: Option<u64>,
+    ) -> Result<Transition, ApiError> {
+        let Some(plan) = self.plan(job).await? else {
+            return Err(ApiError::new(
+                ErrorCode::NotFound,
+                format!("job {job} does not exist (or its retention ended)"),
+            ));
+        };
+        let cause = Cause::Cancel { reason, deadline };
+        let transition = self.handle(job, &plan, &cause, now_ms()).await?;
+        if transition.outcome == Outcome::Cancelled {
+            let plan = transition.plan.clone();
+            for (step_id, attempt) in &transition.cancelled {
+                if let (Some(attempt), Some(step)) = (attempt, plan.step(step_id)) {
+                    let notice = baton_protocol::messages::CancelNotice {
+                        job_id: job,
+                        step_id: step_id.clone(),
+                        attempt: *attempt,
+                    };
+                    let payload = Bytes::from(serde_json::to_vec(&notice).unwrap_or_default());
+                    if let Err(error) = self
+                        .client
+                        .publish(subject::cancel(step.agent()), payload)
+                        .await
+                    {
+                        tracing::warn!(job = %job, step = %step_id, error = %error, "Cancel notice not published");
+                    }
+                }
+                self.event_at(
+                    job,
+                    transition.now,
+                    EventKind::StepCancelled {
+                        step_id: step_id.clone(),
+                        attempt: *attempt,
+                    },
+                )
+                .await;
+                if let Some(step) = plan.step(step_id) {
+                    let id = keys::escalation_id(job, step.id.as_str());
+                    if let Err(error) = self.store.unindex_escalation(&id).await {
+                        tracing::debug!(job = %job, error = %error, "Escalation index entry kept");
+                    }
+                }
+            }
+            if deadline.is_none() {
+                // The job's end for a cancel; a deadline's is `job_failed`, from `apply`.
+                let usage = transition
+                    .ending
+                    .as_ref()
+                    .and_then(|e| usage_totals(e.ui.clone(), e.uo.clone(), e.uc.clone(), None));
+                self.event_at(
+                    job,
+                    transition.now,
+                    EventKind::JobCancelled {
+                        reason: reason.map(str::to_owned),
+                        by: by.map(str::to_owned),
+                        usage,
+                    },
+                )
+                .await;
+            }
+        }
+        self.apply(job, transition.clone()).await;
+        Ok(transition)
     }
 
     /// The plan of a job: from the cache, or loaded from Redis.
@@ -527,7 +621,10 @@ impl Engine {
     /// Publishes what a transition started, and the job's end.
     pub(crate) async fn apply(&self, job: Uuid, transition: Transition) {
         let plan = &transition.plan.clone();
-        let job_ended = matches!(transition.status, JobStatus::Succeeded | JobStatus::Failed);
+        let job_ended = matches!(
+            transition.status,
+            JobStatus::Succeeded | JobStatus::Failed | JobStatus::Cancelled
+        );
         for skip in &transition.skipped {
             self.event_at(
                 job,
@@ -568,6 +665,8 @@ impl Engine {
             }
             match transition.status {
                 JobStatus::Succeeded => self.event(job, EventKind::JobSucceeded { usage }).await,
+                // Announced by `cancel`, which knows who cancelled and why.
+                JobStatus::Cancelled => {}
                 _ => {
                     let error = ending.error.unwrap_or_default();
                     self.event(job, EventKind::JobFailed { error, usage }).await
@@ -887,7 +986,9 @@ impl Engine {
         let payload = Bytes::from(entry);
         let ended = matches!(
             event.kind,
-            EventKind::JobSucceeded { .. } | EventKind::JobFailed { .. }
+            EventKind::JobSucceeded { .. }
+                | EventKind::JobFailed { .. }
+                | EventKind::JobCancelled { .. }
         );
         self.log.append(job, payload.clone(), ended || after_end);
         if ended
@@ -915,6 +1016,27 @@ impl Engine {
 
     /// Handles a fired timer; returns the time to fire it again, if it is not due yet.
     pub(crate) async fn on_timer(&self, member: &TimerMember) -> Result<Option<u64>, ApiError> {
+        if member.kind == TimerKind::Deadline {
+            let due = self
+                .store
+                .job_fields(member.job, &[keys::field::DEADLINE.to_owned()])
+                .await?
+                .into_iter()
+                .next()
+                .flatten()
+                .and_then(|v| v.parse::<u64>().ok());
+            let Some(due) = due else {
+                return Ok(None);
+            };
+            let transition = match self.cancel(member.job, None, None, Some(due)).await {
+                Err(error) if error.code == ErrorCode::NotFound => return Ok(None),
+                other => other?,
+            };
+            return Ok(match transition.outcome {
+                Outcome::Later { due } => Some(due),
+                _ => None,
+            });
+        }
         let Some(plan) = self.plan_with(member.job, &member.step).await? else {
             return Ok(None);
         };
@@ -944,6 +1066,7 @@ impl Engine {
                 )
                 .await?
             }
+            TimerKind::Deadline => return Ok(None),
             TimerKind::Retry => {
                 let cause = Cause::RetryDue {
                     step: step.id.as_str(),
@@ -959,6 +1082,16 @@ impl Engine {
             _ => None,
         })
     }
+}
+
+/// What a new job starts with besides its plan and input.
+struct Start {
+    /// Outputs a rerun reuses.
+    reused: Vec<(String, String)>,
+    /// The job a rerun started from.
+    source: Option<Uuid>,
+    traceparent: Option<baton_otel::TraceParent>,
+    deadline_ms: Option<u64>,
 }
 
 /// What the decision log keeps of an attempt's input: its size and hash.

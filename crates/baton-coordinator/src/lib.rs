@@ -138,6 +138,7 @@ impl Coordinator {
             subject::ESCALATIONS_LIST,
             subject::ESCALATIONS_GET,
             subject::ESCALATIONS_RESOLVE,
+            subject::CANCEL,
         ] {
             loops.spawn(consume::serve(
                 engine.clone(),

@@ -38,6 +38,7 @@ mod name {
     pub(super) const RESOLUTIONS: &str = "baton_escalation_resolutions";
     pub(super) const FENCED: &str = "baton_results_fenced";
     pub(super) const SKIPPED: &str = "baton_steps_skipped";
+    pub(super) const CANCELLED: &str = "baton_steps_cancelled";
     pub(super) const LATENCY: &str = "baton_step_latency";
     pub(super) const OVERHEAD: &str = "baton_step_overhead";
     pub(super) const TOKENS: &str = "baton_tokens";
@@ -127,6 +128,7 @@ struct Families {
     resolutions: Family<ActionLabels, Counter>,
     fenced: Family<ReasonLabels, Counter>,
     skipped: Family<ReasonLabels, Counter>,
+    cancelled: Family<AgentLabels, Counter>,
     latency: SecondsFamily,
     overhead: SecondsFamily,
     tokens: Family<TokenLabels, Counter>,
@@ -150,6 +152,7 @@ struct AgentSeries {
     fenced: [Counter; FENCE_REASONS.len()],
     /// By [`SkipReason::index`].
     skipped: [Counter; SkipReason::ALL.len()],
+    cancelled: Counter,
     latency: Histogram,
     overhead: Histogram,
     models: ByName<Arc<ModelSeries>>,
@@ -170,6 +173,7 @@ pub(crate) struct Metrics {
     jobs_created: Counter,
     jobs_succeeded: Counter,
     jobs_failed: Counter,
+    jobs_cancelled: Counter,
     queue_read_failures: Counter,
     conflicts: Counter,
     queues: Arc<Mutex<Queues>>,
@@ -189,6 +193,7 @@ impl Metrics {
             resolutions: Family::default(),
             fenced: Family::default(),
             skipped: Family::default(),
+            cancelled: Family::default(),
             latency: Family::new_with_constructor(seconds),
             overhead: Family::new_with_constructor(seconds),
             tokens: Family::default(),
@@ -200,6 +205,9 @@ impl Metrics {
             status: "succeeded",
         });
         let jobs_failed = jobs_finished.get_or_create_owned(&StatusLabels { status: "failed" });
+        let jobs_cancelled = jobs_finished.get_or_create_owned(&StatusLabels {
+            status: "cancelled",
+        });
         let queue_read_failures = Counter::default();
         let queues = Arc::new(Mutex::new(Queues::default()));
 
@@ -262,6 +270,11 @@ impl Metrics {
              skipped), by agent type",
             f.skipped.clone(),
         );
+        r.register(
+            name::CANCELLED,
+            "Steps a cancel or a job deadline ended before they finished, by agent type",
+            f.cancelled.clone(),
+        );
         r.register_with_unit(
             name::LATENCY,
             "From an attempt's dispatch to its outcome being recorded, by agent type",
@@ -307,6 +320,7 @@ impl Metrics {
             jobs_created,
             jobs_succeeded,
             jobs_failed,
+            jobs_cancelled,
             queue_read_failures,
             conflicts,
             queues,
@@ -335,6 +349,12 @@ impl Metrics {
             }
             EventKind::JobFailed { .. } => {
                 self.jobs_failed.inc();
+            }
+            EventKind::JobCancelled { .. } => {
+                self.jobs_cancelled.inc();
+            }
+            EventKind::StepCancelled { step_id, .. } => {
+                self.agent(agent_of(step_id)).cancelled.inc();
             }
             EventKind::StepDispatched { agent, .. } => {
                 self.agent(agent).attempts.inc();
@@ -477,6 +497,7 @@ impl AgentSeries {
                     .skipped
                     .get_or_create_owned(&ReasonLabels { agent, reason })
             }),
+            cancelled: families.cancelled.get_or_create_owned(&labels),
             latency: families.latency.get_or_create_owned(&labels),
             overhead: families.overhead.get_or_create_owned(&labels),
             models: ByName::default(),

@@ -167,8 +167,12 @@ fn recorded_decisions(trace: &TraceReply) -> BTreeMap<String, Vec<String>> {
             EventKind::StepSkipped {
                 step_id, reason, ..
             } => (step_id.clone(), (0, 0), skip(*reason)),
+            EventKind::StepCancelled { step_id, .. } => {
+                (step_id.clone(), (u32::MAX, 2), "cancel".into())
+            }
             EventKind::JobSucceeded { .. } => ("job".into(), (0, 0), "job succeeded".into()),
             EventKind::JobFailed { .. } => ("job".into(), (0, 0), "job failed".into()),
+            EventKind::JobCancelled { .. } => ("job".into(), (0, 0), "job cancelled".into()),
             _ => continue,
         };
         decisions.entry(scope).or_default().push((key, decision));
@@ -180,6 +184,11 @@ fn recorded_decisions(trace: &TraceReply) -> BTreeMap<String, Vec<String>> {
             (scope, list.into_iter().map(|(_, d)| d).collect())
         })
         .collect()
+}
+
+/// A job error of a deadline that passed.
+fn is_deadline(error: &str) -> bool {
+    error.starts_with(baton_protocol::ErrorCode::DeadlineExceeded.as_str())
 }
 
 fn skip(reason: baton_protocol::messages::SkipReason) -> String {
@@ -240,12 +249,18 @@ impl Replay<'_> {
         }
         let input = serde_json::to_string(&trace.input).unwrap_or_else(|_| "null".into());
         let stored_plan = serde_json::to_string(self.plan.spec()).unwrap_or_default();
+        // A job whose deadline passed: its deadline is replayed as the moment it fired.
+        let deadline = events.iter().find_map(|e| match &e.kind {
+            EventKind::JobFailed { error, .. } if is_deadline(error) => Some(e.ts_ms),
+            _ => None,
+        });
         let cause = Cause::Submitted(baton_core::NewJob {
             plan: &stored_plan,
             input: &input,
             idempotency_key: None,
             traceparent: None,
             reused: &reused,
+            deadline,
         });
         let transition = self
             .store
@@ -368,9 +383,33 @@ impl Replay<'_> {
                     }
                     self.effects(&transition);
                 }
+                EventKind::JobCancelled { reason, .. } => {
+                    self.cancel(reason.as_deref(), None, now).await?;
+                }
+                EventKind::JobFailed { error, .. } if is_deadline(error) => {
+                    self.cancel(None, deadline, now).await?;
+                }
                 _ => {}
             }
         }
+        Ok(())
+    }
+
+    async fn cancel(
+        &mut self,
+        reason: Option<&str>,
+        deadline: Option<u64>,
+        now: u64,
+    ) -> Result<(), ReplayError> {
+        let cause = Cause::Cancel { reason, deadline };
+        let transition = self
+            .store
+            .transition(self.job, &self.plan, &cause, now)
+            .await?;
+        if transition.outcome != Outcome::Cancelled {
+            self.decide("job", format!("cancel refused ({})", transition.outcome));
+        }
+        self.effects(&transition);
         Ok(())
     }
 
@@ -465,6 +504,9 @@ impl Replay<'_> {
         for skipped in &transition.skipped {
             self.decide(&skipped.step, skip(skipped.reason));
         }
+        for (step, _) in &transition.cancelled {
+            self.decide(step, "cancel".into());
+        }
         for item in &transition.dispatch {
             if item.fail.is_some() {
                 // Failed before it was published: the log has that failure, replayed as one.
@@ -483,6 +525,7 @@ impl Replay<'_> {
             match transition.status {
                 JobStatus::Succeeded => self.decide("job", "job succeeded".into()),
                 JobStatus::Failed => self.decide("job", "job failed".into()),
+                JobStatus::Cancelled => self.decide("job", "job cancelled".into()),
                 _ => {}
             }
         }

@@ -75,6 +75,8 @@ pub(crate) struct Transition {
     pub(crate) timers: Vec<u64>,
     /// Steps it skipped.
     pub(crate) skipped: Vec<Skip>,
+    /// Steps a cancel ended, with the running attempt each had.
+    pub(crate) cancelled: Vec<(String, Option<u32>)>,
     /// Times the facts changed between read and apply (each was decided again).
     pub(crate) conflicts: u32,
 }
@@ -643,6 +645,7 @@ fn transition(
         started,
         known,
         skipped,
+        cancelled,
         ..
     } = decision;
     let ending = ends.map(|end| Ending {
@@ -653,6 +656,7 @@ fn transition(
         error: match end {
             End::Succeeded => None,
             End::Failed { error } => Some(error),
+            End::Cancelled { reason } => reason,
         },
     });
     let dispatch = dispatch
@@ -691,6 +695,7 @@ fn transition(
         dispatch,
         timers: timers.iter().map(|t| t.due).collect(),
         skipped,
+        cancelled,
         conflicts,
     }
 }

@@ -72,6 +72,13 @@ pub enum Cause<'a> {
         plan: &'a Arc<Plan>,
         stored: &'a str,
     },
+    /// The job is cancelled: by a request, or because its deadline passed (then it ends
+    /// `failed` with `deadline_exceeded`).
+    Cancel {
+        reason: Option<&'a str>,
+        /// The job's deadline (unix ms) when it is the deadline that passed.
+        deadline: Option<u64>,
+    },
 }
 
 impl<'a> Cause<'a> {
@@ -83,7 +90,7 @@ impl<'a> Cause<'a> {
             | Cause::RetryDue { step, .. }
             | Cause::Resolved { step, .. }
             | Cause::Reconcile { step, .. } => Some(step),
-            Cause::Submitted(_) | Cause::Grow { .. } => None,
+            Cause::Submitted(_) | Cause::Grow { .. } | Cause::Cancel { .. } => None,
         }
     }
 
@@ -109,6 +116,8 @@ pub struct NewJob<'a> {
     pub traceparent: Option<&'a str>,
     /// Outputs a rerun reuses: (step, output JSON); those steps start succeeded.
     pub reused: &'a [(String, String)],
+    /// When the job must have ended (unix ms): a timer cancels it then.
+    pub deadline: Option<u64>,
 }
 
 /// An attempt's outcome.
@@ -169,6 +178,14 @@ pub fn reads(plan: &Plan, cause: &Cause<'_>) -> Vec<Field> {
         }
         return fields;
     }
+    if let Cause::Cancel { .. } = cause {
+        fields.push(Field::Deadline);
+        for step in plan.steps() {
+            fields.push(step_field(StepField::Status, step));
+            fields.push(step_field(StepField::Attempt, step));
+        }
+        return fields;
+    }
     let Some(step) = cause.step().and_then(|id| plan.step(id)) else {
         return fields;
     };
@@ -176,7 +193,7 @@ pub fn reads(plan: &Plan, cause: &Cause<'_>) -> Vec<Field> {
         fields.extend(list.iter().map(|f| step_field(*f, step)));
     };
     match cause {
-        Cause::Submitted(_) | Cause::Grow { .. } => {}
+        Cause::Submitted(_) | Cause::Grow { .. } | Cause::Cancel { .. } => {}
         Cause::Result { outcome, .. } => {
             step_fields(
                 step,
@@ -283,12 +300,18 @@ fn decide_on(
     {
         return grow(job, plan, grown, stored, facts, status, ctx);
     }
+    if let Cause::Cancel { reason, deadline } = *cause {
+        return cancel(plan, facts, reason, deadline, status, ctx);
+    }
     let Some(step) = cause.step().and_then(|id| plan.step(id)) else {
         return Decision::nothing(Outcome::UnknownStep, status);
     };
     match *cause {
-        // Decided above: a new job is not fenced by a status; a growth has no step.
-        Cause::Submitted(_) | Cause::Grow { .. } => Decision::nothing(Outcome::Exists, status),
+        // Decided above: a new job is not fenced by a status; a growth or a cancel has no
+        // step.
+        Cause::Submitted(_) | Cause::Grow { .. } | Cause::Cancel { .. } => {
+            Decision::nothing(Outcome::Exists, status)
+        }
         Cause::Result {
             attempt,
             outcome,
@@ -818,6 +841,90 @@ fn grow(
     decision
 }
 
+/// The job ends now: each step not done ends `cancelled` (its running attempt, if any, is to
+/// be told to stop), and the job ends `cancelled`, or `failed` when its deadline passed.
+fn cancel(
+    plan: &Plan,
+    facts: &Facts,
+    reason: Option<&str>,
+    deadline: Option<u64>,
+    status: JobStatus,
+    ctx: &Context,
+) -> Decision {
+    if let Some(due) = deadline {
+        // The timer of a deadline the job no longer has, or one that fired early.
+        let stored = facts.number(&Field::Deadline);
+        if stored != due {
+            return Decision::nothing(
+                Outcome::Stale {
+                    step: None,
+                    attempt: 0,
+                },
+                status,
+            );
+        }
+        if due > ctx.now {
+            return Decision::nothing(Outcome::Later { due }, status);
+        }
+    }
+    let mut decision = Decision::nothing(Outcome::Cancelled, status);
+    let mut apply = Apply::default();
+    apply.guard(Field::Status, facts.get(&Field::Status).map(str::to_owned));
+    for step in plan.steps() {
+        let id = step.id.as_str();
+        let current = facts.step_status(id);
+        // Every step's status is guarded: a transition racing the cancel conflicts, and the
+        // cancel is decided again on what it left.
+        apply.guard(
+            step_field(StepField::Status, step),
+            facts.step(StepField::Status, id).map(str::to_owned),
+        );
+        let running = match current {
+            Some(StepStatus::Succeeded | StepStatus::Skipped | StepStatus::Failed)
+            | Some(StepStatus::Cancelled) => continue,
+            Some(StepStatus::Running) => Some(facts.attempt(id)),
+            _ => None,
+        };
+        apply.set(
+            step_field(StepField::Status, step),
+            StepStatus::Cancelled.as_str(),
+        );
+        apply.delete.push(step_field(StepField::Due, step));
+        decision.cancelled.push((id.to_owned(), running));
+    }
+    let (next, end) = match deadline {
+        Some(due) => {
+            let error = format!(
+                "{}: the job's deadline passed at {due} (unix ms) before it ended",
+                baton_protocol::ErrorCode::DeadlineExceeded.as_str()
+            );
+            (JobStatus::Failed, End::Failed { error })
+        }
+        None => (
+            JobStatus::Cancelled,
+            End::Cancelled {
+                reason: reason.map(str::to_owned),
+            },
+        ),
+    };
+    apply
+        .set(Field::Status, next.as_str())
+        .set(Field::Escalated, "0")
+        .set(Field::Updated, ctx.now.to_string());
+    match &end {
+        End::Failed { error } => apply.set(Field::Error, error.as_str()),
+        _ => apply.set(
+            Field::Error,
+            reason.map_or_else(|| "cancelled".to_owned(), |r| format!("cancelled: {r}")),
+        ),
+    };
+    apply.expire = Expire::Retention;
+    decision.status = next;
+    decision.ends = Some(end);
+    decision.apply = Some(apply);
+    decision
+}
+
 fn create(job: Uuid, plan: &Plan, facts: &Facts, new: &NewJob<'_>, ctx: &Context) -> Decision {
     if facts.exists() {
         let status = facts.status().unwrap_or(JobStatus::Running);
@@ -855,6 +962,18 @@ fn create(job: Uuid, plan: &Plan, facts: &Facts, new: &NewJob<'_>, ctx: &Context
     }
     if let Some(traceparent) = new.traceparent {
         apply.set(Field::TraceParent, traceparent);
+    }
+    if let Some(deadline) = new.deadline {
+        apply.set(Field::Deadline, deadline.to_string());
+        decision.timers.push(Timer {
+            member: TimerMember {
+                job,
+                step: String::new(),
+                attempt: 0,
+                kind: TimerKind::Deadline,
+            },
+            due: deadline,
+        });
     }
     for (step, output) in new.reused {
         apply

@@ -35,6 +35,8 @@ pub struct Decision {
     /// Steps this decision skipped (a router's untaken branch, a false condition, every
     /// need skipped), in the order decided.
     pub skipped: Vec<Skip>,
+    /// Steps a cancel ended, each with its running attempt (to be told to stop), if any.
+    pub cancelled: Vec<(String, Option<u32>)>,
 }
 
 impl Decision {
@@ -53,6 +55,7 @@ impl Decision {
             known: Vec::new(),
             input: None,
             skipped: Vec::new(),
+            cancelled: Vec::new(),
         }
     }
 }
@@ -92,6 +95,8 @@ pub enum Outcome {
     NotEscalated { step: Option<StepStatus> },
     /// The plan grew to `revision`, adding `steps` steps.
     Grown { revision: u32, steps: usize },
+    /// The job was cancelled (or its deadline passed).
+    Cancelled,
     /// No change: the job's stored plan is at `revision`, not the one decided with. The
     /// caller loads that revision and decides again.
     PlanChanged { revision: u32 },
@@ -112,6 +117,7 @@ impl Outcome {
                 | Outcome::Resolved
                 | Outcome::Noted
                 | Outcome::Grown { .. }
+                | Outcome::Cancelled
         )
     }
 
@@ -136,6 +142,7 @@ impl Outcome {
 pub enum End {
     Succeeded,
     Failed { error: String },
+    Cancelled { reason: Option<String> },
 }
 
 /// Start times of an attempt and of its step.
@@ -232,6 +239,7 @@ impl std::fmt::Display for Outcome {
             Outcome::Later { .. } => "later",
             Outcome::NotEscalated { .. } => "not_escalated",
             Outcome::Grown { .. } => "grown",
+            Outcome::Cancelled => "cancelled",
             Outcome::PlanChanged { .. } => "plan_changed",
             Outcome::UnknownStep => "unknown_step",
         })

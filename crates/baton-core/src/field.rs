@@ -28,6 +28,8 @@ pub enum Field {
     TraceParent,
     /// The job's failure reason.
     Error,
+    /// The job's deadline (unix ms).
+    Deadline,
     /// Token and cost totals of the job.
     UsageInput,
     UsageOutput,
@@ -87,6 +89,7 @@ impl Field {
             Field::Idempotency => name::IDEMPOTENCY_KEY.to_owned(),
             Field::TraceParent => name::TRACE_PARENT.to_owned(),
             Field::Error => name::ERROR.to_owned(),
+            Field::Deadline => name::DEADLINE.to_owned(),
             Field::UsageInput => name::USAGE_INPUT.to_owned(),
             Field::UsageOutput => name::USAGE_OUTPUT.to_owned(),
             Field::UsageCost => name::USAGE_COST.to_owned(),

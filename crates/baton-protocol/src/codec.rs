@@ -311,6 +311,7 @@ mod tests {
             plan: json!({"steps": []}),
             input: json!({"a": [1, 2.5, "x"]}),
             idempotency_key: Some("k".into()),
+            deadline_ms: None,
         };
         let bytes = Encoding::MsgPack.encode(&request).unwrap();
         assert_eq!(

@@ -33,6 +33,8 @@ pub enum ErrorCode {
     NotReusable,
     ReplyTooLarge,
     InvalidOutput,
+    AlreadyEnded,
+    DeadlineExceeded,
     Unavailable,
     Internal,
     UnknownSubject,
@@ -40,7 +42,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in the order of the documentation's table.
-    pub const ALL: [ErrorCode; 28] = [
+    pub const ALL: [ErrorCode; 30] = [
         ErrorCode::MalformedPayload,
         ErrorCode::InvalidRequest,
         ErrorCode::UnsupportedContentType,
@@ -66,6 +68,8 @@ impl ErrorCode {
         ErrorCode::NotReusable,
         ErrorCode::ReplyTooLarge,
         ErrorCode::InvalidOutput,
+        ErrorCode::AlreadyEnded,
+        ErrorCode::DeadlineExceeded,
         ErrorCode::Unavailable,
         ErrorCode::Internal,
         ErrorCode::UnknownSubject,
@@ -98,6 +102,8 @@ impl ErrorCode {
             ErrorCode::NotReusable => "not_reusable",
             ErrorCode::ReplyTooLarge => "reply_too_large",
             ErrorCode::InvalidOutput => "invalid_output",
+            ErrorCode::AlreadyEnded => "already_ended",
+            ErrorCode::DeadlineExceeded => "deadline_exceeded",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
             ErrorCode::UnknownSubject => "unknown_subject",

@@ -13,6 +13,7 @@
 //! | `pr` | the plan's revision (absent: 1); caches of the plan key on it |
 //! | `created`, `updated` | unix milliseconds |
 //! | `x` | when the running TTL was last set (unix ms); set again once half of it has run |
+//! | `dl` | the job's deadline (unix ms), if it was submitted with `deadline_ms` |
 //! | `left` | steps not yet done (succeeded or skipped) |
 //! | `escalated` | open escalations |
 //! | `idem` | the Redis key of the job's idempotency mapping, if any |
@@ -79,6 +80,8 @@ pub mod field {
     pub const PLAN_REVISION: &str = "pr";
     /// When the running TTL was last set (unix ms).
     pub const TTL_MARK: &str = "x";
+    /// The job's deadline (unix ms), when it was submitted with `deadline_ms`.
+    pub const DEADLINE: &str = "dl";
     /// Steps not yet succeeded.
     pub const LEFT: &str = "left";
     /// Open escalations.
@@ -148,6 +151,9 @@ pub enum TimerKind {
     Timeout,
     /// The end of a retry backoff: dispatch the next attempt.
     Retry,
+    /// The job's deadline (`deadline_ms` at submit): cancel it, ending it `failed`. Its
+    /// member has an empty step and attempt 0.
+    Deadline,
 }
 
 /// One timer: (job, step, attempt, kind). Members are unique per attempt, so two replicas
@@ -165,6 +171,7 @@ impl TimerMember {
         let kind = match self.kind {
             TimerKind::Timeout => 't',
             TimerKind::Retry => 'r',
+            TimerKind::Deadline => 'd',
         };
         format!("{}|{}|{}|{}", self.job, self.step, self.attempt, kind)
     }
@@ -177,6 +184,7 @@ impl TimerMember {
         let kind = match parts.next()? {
             "t" => TimerKind::Timeout,
             "r" => TimerKind::Retry,
+            "d" => TimerKind::Deadline,
             _ => return None,
         };
         parts.next().is_none().then_some(Self {

@@ -21,6 +21,45 @@ pub struct SubmitRequest {
     /// A repeated submit with the same key returns the existing job.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
+    /// The job must end within this many milliseconds of its acceptance; when they pass, it
+    /// is cancelled and ends `failed` with `deadline_exceeded`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline_ms: Option<u64>,
+}
+
+/// Body of `baton.jobs.cancel`: the job (exactly one of `job_id` and `idempotency_key`),
+/// and why.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CancelRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<Uuid>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Who cancelled it, for the decision log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+}
+
+/// Reply to a cancel: the job's status after it (`cancelled`). A job that had already ended
+/// is answered with its status and the error `already_ended`; nothing changes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CancelReply {
+    pub job_id: Uuid,
+    pub status: JobStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorBody>,
+}
+
+/// Published (core NATS) on `baton.cancel.<agent>` for each attempt a cancel stops: the
+/// worker running it drops the agent's future and acknowledges the task.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CancelNotice {
+    pub job_id: Uuid,
+    pub step_id: String,
+    pub attempt: u32,
 }
 
 /// Successful reply to a submit.
@@ -494,10 +533,13 @@ impl Event {
             EventKind::RetryScheduled { .. }
             | EventKind::StepDeadLettered { .. }
             | EventKind::StepEscalated { .. }
-            | EventKind::StepSkipped { .. } => 4,
+            | EventKind::StepSkipped { .. }
+            | EventKind::StepCancelled { .. } => 4,
             EventKind::EscalationResolved { .. } => 5,
             EventKind::StepSucceeded { human: true, .. } => 6,
-            EventKind::JobSucceeded { .. } | EventKind::JobFailed { .. } => 9,
+            EventKind::JobSucceeded { .. }
+            | EventKind::JobFailed { .. }
+            | EventKind::JobCancelled { .. } => 9,
         }
     }
 }
@@ -562,6 +604,13 @@ pub enum EventKind {
     },
     /// A rerun took the step's output from `source_job` instead of running it.
     StepReused { step_id: String, source_job: Uuid },
+    /// A cancel (or the job's deadline) ended the step before it finished; `attempt` is the
+    /// running attempt told to stop on `baton.cancel.<agent>`.
+    StepCancelled {
+        step_id: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        attempt: Option<u32>,
+    },
     /// The step will not run (its status is `skipped`); `router` names the router whose
     /// route left it out.
     StepSkipped {
@@ -608,6 +657,15 @@ pub enum EventKind {
     },
     JobFailed {
         error: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        usage: Option<UsageTotals>,
+    },
+    /// The job was cancelled (`baton.jobs.cancel`).
+    JobCancelled {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         usage: Option<UsageTotals>,
     },

@@ -25,6 +25,8 @@ pub const ESCALATIONS_LIST: &str = "baton.escalations.list";
 pub const ESCALATIONS_GET: &str = "baton.escalations.get";
 /// Request/reply: resolve an escalation (supply an output, retry, or fail the job).
 pub const ESCALATIONS_RESOLVE: &str = "baton.escalations.resolve";
+/// Request/reply: cancel a job.
+pub const CANCEL: &str = "baton.jobs.cancel";
 
 /// Queue group the coordinator replicas share for request/reply subjects, so each request is
 /// answered once.
@@ -54,6 +56,11 @@ pub fn tasks(agent: &AgentName) -> String {
 /// Results from one agent type.
 pub fn results(agent: &AgentName) -> String {
     format!("baton.results.{agent}")
+}
+
+/// Core NATS: stop notices for the running attempts of one agent type (a cancelled job's).
+pub fn cancel(agent: &AgentName) -> String {
+    format!("baton.cancel.{agent}")
 }
 
 /// Dead letters of one agent type.

@@ -31,10 +31,13 @@ pub(crate) enum Outcome {
     HandedBack,
     /// The task could not be decoded; terminated, nothing sent.
     Undecodable,
+    /// The job was cancelled while the agent worked (`baton.cancel.<agent>`): the agent's
+    /// future was dropped and the task acknowledged, nothing sent.
+    Cancelled,
 }
 
 impl Outcome {
-    const ALL: [Outcome; 7] = [
+    const ALL: [Outcome; 8] = [
         Outcome::Succeeded,
         Outcome::Failed,
         Outcome::Panicked,
@@ -42,6 +45,7 @@ impl Outcome {
         Outcome::TimedOut,
         Outcome::HandedBack,
         Outcome::Undecodable,
+        Outcome::Cancelled,
     ];
 
     fn label(self) -> &'static str {
@@ -53,6 +57,7 @@ impl Outcome {
             Outcome::TimedOut => "timed_out",
             Outcome::HandedBack => "handed_back",
             Outcome::Undecodable => "undecodable",
+            Outcome::Cancelled => "cancelled",
         }
     }
 }

@@ -1,9 +1,10 @@
 //! The worker runtime: pull, bound, heartbeat, publish the result, then ack; drain on
 //! shutdown.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::HeaderMap;
@@ -11,7 +12,9 @@ use async_nats::jetstream::{self, AckKind};
 use backon::{ExponentialBuilder, Retryable};
 use baton_nats::{AgentConsumerOptions, NatsOptions};
 use baton_otel::worker::{self as otel, GenAiUsage, Outcome as SpanOutcome};
-use baton_protocol::messages::{AgentError as WireError, Task as WireTask, TaskResult};
+use baton_protocol::messages::{
+    AgentError as WireError, CancelNotice, Task as WireTask, TaskResult,
+};
 use baton_protocol::{AgentName, Limits, subject};
 use bytes::Bytes;
 use futures::StreamExt;
@@ -108,8 +111,13 @@ struct Shared<A> {
     reporting: Arc<async_nats::Client>,
     /// Fired when the drain timeout passes: tasks still running hand their message back.
     hard_stop: CancellationToken,
+    /// The running attempts, by (job, step, attempt): a cancel notice fires the token.
+    running: Mutex<HashMap<Attempt, CancellationToken>>,
     metrics: WorkerMetrics,
 }
+
+/// One attempt: (job, step, attempt).
+type Attempt = (uuid::Uuid, String, u32);
 
 impl<A: Agent> Worker<A> {
     pub fn new(options: WorkerOptions, agent: A) -> Self {
@@ -145,8 +153,32 @@ impl<A: Agent> Worker<A> {
             js,
             reporting: Arc::new(client.clone()),
             hard_stop: CancellationToken::new(),
+            running: Mutex::new(HashMap::new()),
             metrics: WorkerMetrics::new(self.options.agent.as_str()),
         });
+        // Subscribed before the first task is pulled, so no cancel of a task this worker
+        // runs is missed. Core NATS: a notice for a task another worker runs is ignored.
+        let mut notices = client
+            .subscribe(subject::cancel(&self.options.agent))
+            .await
+            .map_err(|e| Error::Stream(e.to_string()))?;
+        let listener = {
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                while let Some(message) = notices.next().await {
+                    let Ok(notice) = serde_json::from_slice::<CancelNotice>(&message.payload)
+                    else {
+                        continue;
+                    };
+                    let key = (notice.job_id, notice.step_id, notice.attempt);
+                    if let Some(token) = shared.running_attempts().get(&key) {
+                        token.cancel();
+                    }
+                }
+            })
+        };
+        // Stopped when `run` returns.
+        let _listener = tokio_util::task::AbortOnDropHandle::new(listener);
         // Cancelled when `run` returns, however it returns: scrapes are answered to the end.
         let metrics_stop = CancellationToken::new().drop_guard();
         if let Some(server) = metrics_server {
@@ -234,6 +266,12 @@ impl<A: Agent> Worker<A> {
 }
 
 impl<A: Agent> Shared<A> {
+    fn running_attempts(&self) -> std::sync::MutexGuard<'_, HashMap<Attempt, CancellationToken>> {
+        self.running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     async fn handle(&self, message: jetstream::Message) {
         let _in_flight = self.metrics.received();
         let decoded = baton_nats::encoding_of(message.headers.as_ref()).and_then(|encoding| {
@@ -267,6 +305,14 @@ impl<A: Agent> Shared<A> {
             return;
         }
         let (job, step, attempt) = (task.job_id, task.step_id.clone(), task.attempt);
+        let cancelled = CancellationToken::new();
+        self.running_attempts()
+            .insert((job, step.clone(), attempt), cancelled.clone());
+        // Removed however this attempt ends.
+        let _registered = Registered {
+            running: &self.running,
+            key: (job, step.clone(), attempt),
+        };
         let started = std::time::Instant::now();
         let agent = self.agent.clone();
         let reporter = task.reporter.clone();
@@ -306,6 +352,16 @@ impl<A: Agent> Shared<A> {
                     tracing::info!(job = %job, step = %step, attempt, "Attempt passed its deadline; stopped");
                     let _ = message.ack_with(AckKind::Term).await;
                     self.metrics.finished(Outcome::TimedOut);
+                    return;
+                }
+                () = cancelled.cancelled() => {
+                    // The job was cancelled: its result would be fenced. Drop the agent's
+                    // future and acknowledge the task so it is not redelivered.
+                    work.abort();
+                    otel::finish(&span, SpanOutcome::HandedBack, None);
+                    tracing::info!(job = %job, step = %step, attempt, "Attempt cancelled; stopped");
+                    let _ = message.ack().await;
+                    self.metrics.finished(Outcome::Cancelled);
                     return;
                 }
                 () = self.hard_stop.cancelled() => {
@@ -435,5 +491,20 @@ impl<A: Agent> Shared<A> {
                     );
                 }
             })
+    }
+}
+
+/// Takes an attempt out of the running set when its handling ends.
+struct Registered<'a> {
+    running: &'a Mutex<HashMap<Attempt, CancellationToken>>,
+    key: Attempt,
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        self.running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&self.key);
     }
 }

@@ -61,6 +61,7 @@ async fn a_running_jobs_plan_grows_and_stale_plans_are_fenced() {
                 idempotency_key: None,
                 traceparent: None,
                 reused: &[],
+                deadline: None,
             }),
             NOW,
         )

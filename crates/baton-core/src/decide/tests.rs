@@ -93,6 +93,7 @@ fn a_new_job_starts_its_roots_and_waits_for_the_rest() {
         idempotency_key: Some("baton:idem:k"),
         traceparent: None,
         reused: &[],
+        deadline: None,
     });
     assert_eq!(reads(&plan, &cause), vec![Field::Status]);
     let decision = decide(job(), &plan, &Facts::default(), &cause, &CTX);
@@ -133,6 +134,7 @@ fn a_rerun_starts_where_the_reused_outputs_end() {
         idempotency_key: None,
         traceparent: None,
         reused: &reused,
+        deadline: None,
     });
     let decision = decide(job(), &plan, &Facts::default(), &cause, &CTX);
     let apply = decision.apply.expect("writes");
@@ -155,6 +157,7 @@ fn a_second_submit_finds_the_job() {
         idempotency_key: None,
         traceparent: None,
         reused: &[],
+        deadline: None,
     });
     let decision = decide(job(), &plan, &facts, &cause, &CTX);
     assert_eq!(decision.outcome, Outcome::Exists);
@@ -800,6 +803,7 @@ fn a_root_whose_condition_is_false_is_skipped_at_creation() {
         idempotency_key: None,
         traceparent: None,
         reused: &[],
+        deadline: None,
     };
     let decision = decide(
         job(),
@@ -822,6 +826,7 @@ fn a_root_whose_condition_is_false_is_skipped_at_creation() {
         idempotency_key: None,
         traceparent: None,
         reused: &[("c".to_owned(), "1".to_owned())],
+        deadline: None,
     };
     let decision = decide(
         job(),
