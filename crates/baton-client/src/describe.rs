@@ -126,6 +126,17 @@ pub fn describe(kind: &EventKind) -> String {
             attempt,
             reason,
         } => format!("{step_id}: attempt {attempt} published again: {reason}"),
+        EventKind::StepExpanded {
+            step_id,
+            attempt,
+            steps,
+            ..
+        } => format!(
+            "{step_id}: attempt {attempt} planned a sub-plan of {steps} steps, accepted (they run as {step_id}/…)"
+        ),
+        EventKind::SubPlanSucceeded { step_id } => {
+            format!("{step_id}: its sub-plan finished; the planner succeeded with its output")
+        }
         EventKind::StepCancelled { step_id, attempt } => match attempt {
             Some(attempt) => {
                 format!("{step_id}: cancelled; running attempt {attempt} told to stop")

@@ -310,6 +310,16 @@ impl Builder {
                     step.reused_from = Some(*source_job);
                 }
             }
+            EventKind::StepExpanded {
+                step_id, attempt, ..
+            } => self.record(
+                step_id,
+                *attempt,
+                at,
+                &AttemptReport::default(),
+                AttemptOutcome::Succeeded,
+                None,
+            ),
             EventKind::StepSkipped {
                 step_id,
                 reason,

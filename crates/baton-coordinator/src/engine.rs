@@ -291,6 +291,26 @@ impl Engine {
         Ok((job, false))
     }
 
+    /// The plan grown by a planner's output (its `"plan"`), and that plan as stored; or why
+    /// the sub-plan was rejected.
+    pub(crate) fn expansion(
+        &self,
+        plan: &Plan,
+        step: &Step,
+        output: &str,
+    ) -> Result<(Arc<Plan>, String), String> {
+        let value: serde_json::Value =
+            serde_json::from_str(output).map_err(|e| format!("sub-plan rejected: {e}"))?;
+        let Some(sub) = value.get("plan") else {
+            return Err("a planner's output must hold \"plan\", its sub-plan".to_owned());
+        };
+        let grown = plan
+            .expand(step.id.as_str(), sub, &self.options.limits)
+            .map_err(|e| format!("sub-plan rejected ({}): {e}", e.code().as_str()))?;
+        let stored = serde_json::to_string(grown.spec()).map_err(|e| e.to_string())?;
+        Ok((Arc::new(grown), stored))
+    }
+
     /// Cancels a job (a request, or its deadline timer): every step not done ends
     /// `cancelled`, running attempts are told to stop, and the job ends.
     pub(crate) async fn cancel(
@@ -451,6 +471,23 @@ impl Engine {
         info: AttemptInfo,
     ) -> Result<Transition, store::Error> {
         let now = now_ms();
+        // A planner's output holds its sub-plan: accepted, it grows the job's plan; rejected,
+        // the attempt failed (class invalid_output: the planner's retry policy applies).
+        let mut outcome = outcome;
+        let expansion = match (&step.expand, &outcome) {
+            (Some(_), Ok(output)) => match self.expansion(plan, step, output) {
+                Ok(grown) => Some(grown),
+                Err(message) => {
+                    outcome = Err(Failure {
+                        message,
+                        class: FailureClass::InvalidOutput,
+                        retryable: true,
+                    });
+                    None
+                }
+            },
+            _ => None,
+        };
         let cost_nanos = info
             .usage
             .as_ref()
@@ -479,11 +516,21 @@ impl Engine {
                 },
                 usage: core_usage(info.usage.as_ref(), cost_nanos),
             },
-            (Ok(output), _) => Cause::Result {
-                step: step.id.as_str(),
-                attempt,
-                outcome: baton_core::Attempt::Succeeded { output },
-                usage: core_usage(info.usage.as_ref(), cost_nanos),
+            (Ok(output), _) => match &expansion {
+                Some((grown, stored)) => Cause::Expand {
+                    step: step.id.as_str(),
+                    attempt,
+                    output,
+                    plan: grown,
+                    stored,
+                    usage: core_usage(info.usage.as_ref(), cost_nanos),
+                },
+                None => Cause::Result {
+                    step: step.id.as_str(),
+                    attempt,
+                    outcome: baton_core::Attempt::Succeeded { output },
+                    usage: core_usage(info.usage.as_ref(), cost_nanos),
+                },
             },
         };
         let transition = self.handle(job, plan, &cause, now).await?;
@@ -526,6 +573,24 @@ impl Engine {
                         attempt,
                         human: false,
                         report: report(),
+                    },
+                )
+                .await;
+            }
+            Outcome::Expanded { steps, .. } => {
+                let output = outcome
+                    .as_ref()
+                    .ok()
+                    .and_then(|raw| serde_json::from_str(raw).ok())
+                    .unwrap_or_default();
+                self.event_at(
+                    job,
+                    now,
+                    EventKind::StepExpanded {
+                        step_id: step.id.to_string(),
+                        attempt,
+                        steps: *steps,
+                        output,
                     },
                 )
                 .await;
@@ -609,7 +674,7 @@ impl Engine {
                     None => return Ok(transition),
                 }
             }
-            if let Outcome::Grown { .. } = transition.outcome {
+            if let Outcome::Grown { .. } | Outcome::Expanded { .. } = transition.outcome {
                 // Every later cause of this job is decided on the grown plan.
                 self.plans.insert(job, transition.plan.clone());
             }
@@ -625,6 +690,16 @@ impl Engine {
             transition.status,
             JobStatus::Succeeded | JobStatus::Failed | JobStatus::Cancelled
         );
+        for planner in &transition.completed {
+            self.event_at(
+                job,
+                transition.now,
+                EventKind::SubPlanSucceeded {
+                    step_id: planner.clone(),
+                },
+            )
+            .await;
+        }
         for skip in &transition.skipped {
             self.event_at(
                 job,
@@ -1158,7 +1233,7 @@ pub(crate) fn step_input(
         for (need, output) in step.needs.iter().zip(&item.needs) {
             if let Some(output) = output {
                 let output = serde_json::from_str(output).map_err(|e| e.to_string())?;
-                needs.insert(need.to_string(), output);
+                needs.insert(need.local().to_owned(), output);
             }
         }
         let rendered = template.render(&input, &needs);
@@ -1186,9 +1261,10 @@ pub(crate) fn step_input(
         if i > 0 {
             out.push(',');
         }
-        // Step ids are [A-Za-z0-9_-]+: no escaping needed.
+        // Step ids are [A-Za-z0-9_-]+: no escaping needed. A sub-plan step names its needs
+        // as its sub-plan does.
         out.push('"');
-        out.push_str(need.as_str());
+        out.push_str(need.local());
         out.push_str("\":");
         out.push_str(output);
     }

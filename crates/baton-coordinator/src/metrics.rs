@@ -39,6 +39,7 @@ mod name {
     pub(super) const FENCED: &str = "baton_results_fenced";
     pub(super) const SKIPPED: &str = "baton_steps_skipped";
     pub(super) const CANCELLED: &str = "baton_steps_cancelled";
+    pub(super) const EXPANDED: &str = "baton_steps_expanded";
     pub(super) const LATENCY: &str = "baton_step_latency";
     pub(super) const OVERHEAD: &str = "baton_step_overhead";
     pub(super) const TOKENS: &str = "baton_tokens";
@@ -129,6 +130,7 @@ struct Families {
     fenced: Family<ReasonLabels, Counter>,
     skipped: Family<ReasonLabels, Counter>,
     cancelled: Family<AgentLabels, Counter>,
+    expanded: Family<AgentLabels, Counter>,
     latency: SecondsFamily,
     overhead: SecondsFamily,
     tokens: Family<TokenLabels, Counter>,
@@ -153,6 +155,7 @@ struct AgentSeries {
     /// By [`SkipReason::index`].
     skipped: [Counter; SkipReason::ALL.len()],
     cancelled: Counter,
+    expanded: Counter,
     latency: Histogram,
     overhead: Histogram,
     models: ByName<Arc<ModelSeries>>,
@@ -194,6 +197,7 @@ impl Metrics {
             fenced: Family::default(),
             skipped: Family::default(),
             cancelled: Family::default(),
+            expanded: Family::default(),
             latency: Family::new_with_constructor(seconds),
             overhead: Family::new_with_constructor(seconds),
             tokens: Family::default(),
@@ -275,6 +279,11 @@ impl Metrics {
             "Steps a cancel or a job deadline ended before they finished, by agent type",
             f.cancelled.clone(),
         );
+        r.register(
+            name::EXPANDED,
+            "Planner outputs whose sub-plan was accepted and joined the job, by agent type",
+            f.expanded.clone(),
+        );
         r.register_with_unit(
             name::LATENCY,
             "From an attempt's dispatch to its outcome being recorded, by agent type",
@@ -353,6 +362,13 @@ impl Metrics {
             EventKind::JobCancelled { .. } => {
                 self.jobs_cancelled.inc();
             }
+            EventKind::StepExpanded { step_id, .. } => {
+                // The planner's attempt succeeded; its step succeeds with the sub-plan.
+                let series = self.agent(agent_of(step_id));
+                series.succeeded.inc();
+                series.expanded.inc();
+            }
+            EventKind::SubPlanSucceeded { .. } => {}
             EventKind::StepCancelled { step_id, .. } => {
                 self.agent(agent_of(step_id)).cancelled.inc();
             }
@@ -498,6 +514,7 @@ impl AgentSeries {
                     .get_or_create_owned(&ReasonLabels { agent, reason })
             }),
             cancelled: families.cancelled.get_or_create_owned(&labels),
+            expanded: families.expanded.get_or_create_owned(&labels),
             latency: families.latency.get_or_create_owned(&labels),
             overhead: families.overhead.get_or_create_owned(&labels),
             models: ByName::default(),

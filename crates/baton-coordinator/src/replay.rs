@@ -78,8 +78,17 @@ pub async fn replay(
         max_steps: 100_000,
         ..baton_protocol::Limits::default()
     };
-    let plan = Plan::from_value(plan_override.unwrap_or_else(|| trace.plan.clone()), &limits)
-        .map_err(|e| ReplayError::Plan(e.to_string()))?;
+    // The plan as submitted: the stored one less what planners added (their sub-plans are
+    // replayed from the log, as they were accepted).
+    let submitted = plan_override.unwrap_or_else(|| {
+        let mut plan = trace.plan.clone();
+        if let Some(steps) = plan.get_mut("steps").and_then(|s| s.as_array_mut()) {
+            steps.retain(|step| !step["id"].as_str().unwrap_or_default().contains('/'));
+        }
+        plan
+    });
+    let plan =
+        Plan::from_value(submitted, &limits).map_err(|e| ReplayError::Plan(e.to_string()))?;
     let options = crate::Options {
         redis_url: redis_url.to_owned(),
         ..crate::Options::default()
@@ -170,6 +179,15 @@ fn recorded_decisions(trace: &TraceReply) -> BTreeMap<String, Vec<String>> {
             EventKind::StepCancelled { step_id, .. } => {
                 (step_id.clone(), (u32::MAX, 2), "cancel".into())
             }
+            EventKind::StepExpanded {
+                step_id,
+                attempt,
+                steps,
+                ..
+            } => (step_id.clone(), (*attempt, 1), expanded(*steps)),
+            EventKind::SubPlanSucceeded { step_id } => {
+                (step_id.clone(), (u32::MAX, 1), "sub-plan succeeded".into())
+            }
             EventKind::JobSucceeded { .. } => ("job".into(), (0, 0), "job succeeded".into()),
             EventKind::JobFailed { .. } => ("job".into(), (0, 0), "job failed".into()),
             EventKind::JobCancelled { .. } => ("job".into(), (0, 0), "job cancelled".into()),
@@ -189,6 +207,10 @@ fn recorded_decisions(trace: &TraceReply) -> BTreeMap<String, Vec<String>> {
 /// A job error of a deadline that passed.
 fn is_deadline(error: &str) -> bool {
     error.starts_with(baton_protocol::ErrorCode::DeadlineExceeded.as_str())
+}
+
+fn expanded(steps: usize) -> String {
+    format!("expand into {steps} steps")
 }
 
 fn skip(reason: baton_protocol::messages::SkipReason) -> String {
@@ -386,12 +408,68 @@ impl Replay<'_> {
                 EventKind::JobCancelled { reason, .. } => {
                     self.cancel(reason.as_deref(), None, now).await?;
                 }
+                EventKind::StepExpanded {
+                    step_id,
+                    attempt,
+                    output,
+                    ..
+                } => {
+                    self.expand(step_id, *attempt, output, now).await?;
+                }
                 EventKind::JobFailed { error, .. } if is_deadline(error) => {
                     self.cancel(None, deadline, now).await?;
                 }
                 _ => {}
             }
         }
+        Ok(())
+    }
+
+    /// Replays a planner's accepted output: the same sub-plan grows the replayed plan.
+    async fn expand(
+        &mut self,
+        step_id: &str,
+        attempt: u32,
+        output: &serde_json::Value,
+        now: u64,
+    ) -> Result<(), ReplayError> {
+        let limits = baton_protocol::Limits {
+            max_steps: 100_000,
+            ..baton_protocol::Limits::default()
+        };
+        let sub = output.get("plan").cloned().unwrap_or_default();
+        let grown = match self.plan.expand(step_id, &sub, &limits) {
+            Ok(grown) => std::sync::Arc::new(grown),
+            Err(error) => {
+                self.decide(step_id, format!("sub-plan rejected on replay: {error}"));
+                return Ok(());
+            }
+        };
+        let stored = serde_json::to_string(grown.spec()).unwrap_or_default();
+        let raw = output.to_string();
+        let cause = Cause::Expand {
+            step: step_id,
+            attempt,
+            output: &raw,
+            plan: &grown,
+            stored: &stored,
+            usage: baton_core::Usage::default(),
+        };
+        let transition = self
+            .store
+            .transition(self.job, &self.plan, &cause, now)
+            .await?;
+        match &transition.outcome {
+            Outcome::Expanded { steps, .. } => {
+                self.decide(step_id, expanded(*steps));
+                self.plan = grown;
+            }
+            other => self.decide(
+                step_id,
+                format!("outcome of attempt {attempt} not accepted ({other})"),
+            ),
+        }
+        self.effects(&transition);
         Ok(())
     }
 
@@ -506,6 +584,9 @@ impl Replay<'_> {
         }
         for (step, _) in &transition.cancelled {
             self.decide(step, "cancel".into());
+        }
+        for planner in &transition.completed {
+            self.decide(planner, "sub-plan succeeded".into());
         }
         for item in &transition.dispatch {
             if item.fail.is_some() {

@@ -77,6 +77,8 @@ pub(crate) struct Transition {
     pub(crate) skipped: Vec<Skip>,
     /// Steps a cancel ended, with the running attempt each had.
     pub(crate) cancelled: Vec<(String, Option<u32>)>,
+    /// Planners whose sub-plan it finished.
+    pub(crate) completed: Vec<String>,
     /// Times the facts changed between read and apply (each was decided again).
     pub(crate) conflicts: u32,
 }
@@ -646,6 +648,7 @@ fn transition(
         known,
         skipped,
         cancelled,
+        completed,
         ..
     } = decision;
     let ending = ends.map(|end| Ending {
@@ -696,6 +699,7 @@ fn transition(
         timers: timers.iter().map(|t| t.due).collect(),
         skipped,
         cancelled,
+        completed,
         conflicts,
     }
 }

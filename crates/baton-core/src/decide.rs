@@ -72,6 +72,17 @@ pub enum Cause<'a> {
         plan: &'a Arc<Plan>,
         stored: &'a str,
     },
+    /// A planner's attempt answered with an accepted sub-plan: `plan` is the job's plan grown
+    /// by it (from [`Plan::expand`]), `stored` its JSON. The planner's output is recorded
+    /// (the sub-plan's roots read it), its status becomes `expanded`, and the sub-plan starts.
+    Expand {
+        step: &'a str,
+        attempt: u32,
+        output: &'a str,
+        plan: &'a Arc<Plan>,
+        stored: &'a str,
+        usage: Usage<'a>,
+    },
     /// The job is cancelled: by a request, or because its deadline passed (then it ends
     /// `failed` with `deadline_exceeded`).
     Cancel {
@@ -89,7 +100,8 @@ impl<'a> Cause<'a> {
             | Cause::TimedOut { step, .. }
             | Cause::RetryDue { step, .. }
             | Cause::Resolved { step, .. }
-            | Cause::Reconcile { step, .. } => Some(step),
+            | Cause::Reconcile { step, .. }
+            | Cause::Expand { step, .. } => Some(step),
             Cause::Submitted(_) | Cause::Grow { .. } | Cause::Cancel { .. } => None,
         }
     }
@@ -98,7 +110,7 @@ impl<'a> Cause<'a> {
     /// [`Cause::Grow`], else `plan` (the one decided with).
     pub fn plan_after<'p>(&'p self, plan: &'p Arc<Plan>) -> &'p Arc<Plan> {
         match self {
-            Cause::Grow { plan: grown, .. } => grown,
+            Cause::Grow { plan: grown, .. } | Cause::Expand { plan: grown, .. } => grown,
             _ => plan,
         }
     }
@@ -194,6 +206,19 @@ pub fn reads(plan: &Plan, cause: &Cause<'_>) -> Vec<Field> {
     };
     match cause {
         Cause::Submitted(_) | Cause::Grow { .. } | Cause::Cancel { .. } => {}
+        Cause::Expand { .. } => {
+            step_fields(
+                step,
+                &[
+                    StepField::Status,
+                    StepField::Attempt,
+                    StepField::Base,
+                    StepField::AttemptStarted,
+                    StepField::Started,
+                ],
+            );
+            fields.push(Field::TtlMark);
+        }
         Cause::Result { outcome, .. } => {
             step_fields(
                 step,
@@ -374,6 +399,23 @@ fn decide_on(
             })
         }
         Cause::RetryDue { attempt, .. } => retry_due(job, facts, step, attempt, status, ctx),
+        Cause::Expand {
+            attempt,
+            output,
+            plan: grown,
+            stored,
+            usage,
+            ..
+        } => {
+            let mut decision = record(facts, step, attempt, status, ctx, None, |d, a| {
+                expand(job, plan, grown, stored, facts, step, output, d, a, ctx);
+            });
+            if decision.outcome.changed() {
+                add_usage(&mut decision, step, &usage);
+                decision.settles = Some(timer(job, step, attempt, TimerKind::Timeout));
+            }
+            decision
+        }
         Cause::Resolved { resolution, .. } => {
             resolve(job, plan, facts, step, resolution, status, ctx)
         }
@@ -564,7 +606,18 @@ fn succeed(
         .set(Field::Updated, now.clone());
     let mark = apply.counts.len();
     let settled = crate::flow::release(plan, facts, step, output, apply);
-    let done = 1 + u32::try_from(settled.skipped.len()).unwrap_or(u32::MAX);
+    let done =
+        1 + u32::try_from(settled.skipped.len() + settled.completed.len()).unwrap_or(u32::MAX);
+    for (planner, output) in &settled.completed {
+        apply
+            .set(
+                Field::step(StepField::Status, planner),
+                StepStatus::Succeeded.as_str(),
+            )
+            .set(Field::step(StepField::Output, planner), output.as_str());
+        decision.known.push((planner.clone(), output.clone()));
+    }
+    decision.completed = settled.completed.iter().map(|(p, _)| p.clone()).collect();
     let ends = facts.number(&Field::Left) <= u64::from(done);
     apply.counts.insert(mark, (Field::Left, done, ends));
     for (dep, error) in settled.start {
@@ -778,6 +831,52 @@ fn resolve(
     }
     decision.apply = Some(apply);
     decision
+}
+
+/// A planner's accepted sub-plan: the planner's output is recorded and its status becomes
+/// `expanded`; the sub-plan's steps join the job (its roots start now, the others wait for
+/// their needs); the planner waits for the sub-plan's sinks.
+#[allow(clippy::too_many_arguments)]
+fn expand(
+    job: Uuid,
+    plan: &Plan,
+    grown: &Plan,
+    stored: &str,
+    facts: &Facts,
+    step: &Step,
+    output: &str,
+    decision: &mut Decision,
+    apply: &mut Apply,
+    ctx: &Context,
+) {
+    let added = grown.added_since(plan);
+    let id = step.id.as_str();
+    let sinks = grown.sub_sinks(id).count();
+    apply
+        .set(
+            step_field(StepField::Status, step),
+            StepStatus::Expanded.as_str(),
+        )
+        .set(step_field(StepField::Output, step), output)
+        .set(step_field(StepField::SubLeft, step), sinks.to_string())
+        .set(Field::Plan, stored)
+        .set(Field::Revision, grown.revision().to_string())
+        .set(Field::Updated, ctx.now.to_string());
+    apply.delete.push(step_field(StepField::Due, step));
+    apply
+        .add
+        .push((Field::Left, i64::try_from(added.len()).unwrap_or(i64::MAX)));
+    for sub in added {
+        // Roots need only the planner, whose output is recorded now.
+        let waiting = sub.needs.iter().filter(|need| need.as_str() != id).count();
+        start_or_wait(job, sub, waiting, decision, apply, ctx);
+    }
+    decision.known.push((id.to_owned(), output.to_owned()));
+    decision.outcome = Outcome::Expanded {
+        revision: grown.revision(),
+        steps: added.len(),
+    };
+    refresh(apply, facts, ctx);
 }
 
 /// The job's plan grows to `grown`: its new steps start, or wait for their needs that have

@@ -37,6 +37,8 @@ pub struct Decision {
     pub skipped: Vec<Skip>,
     /// Steps a cancel ended, each with its running attempt (to be told to stop), if any.
     pub cancelled: Vec<(String, Option<u32>)>,
+    /// Planners whose sub-plan finished in this decision: they succeeded.
+    pub completed: Vec<String>,
 }
 
 impl Decision {
@@ -56,6 +58,7 @@ impl Decision {
             input: None,
             skipped: Vec::new(),
             cancelled: Vec::new(),
+            completed: Vec::new(),
         }
     }
 }
@@ -97,6 +100,8 @@ pub enum Outcome {
     Grown { revision: u32, steps: usize },
     /// The job was cancelled (or its deadline passed).
     Cancelled,
+    /// A planner's sub-plan was accepted: the plan grew to `revision` by `steps` steps.
+    Expanded { revision: u32, steps: usize },
     /// No change: the job's stored plan is at `revision`, not the one decided with. The
     /// caller loads that revision and decides again.
     PlanChanged { revision: u32 },
@@ -118,6 +123,7 @@ impl Outcome {
                 | Outcome::Noted
                 | Outcome::Grown { .. }
                 | Outcome::Cancelled
+                | Outcome::Expanded { .. }
         )
     }
 
@@ -240,6 +246,7 @@ impl std::fmt::Display for Outcome {
             Outcome::NotEscalated { .. } => "not_escalated",
             Outcome::Grown { .. } => "grown",
             Outcome::Cancelled => "cancelled",
+            Outcome::Expanded { .. } => "expanded",
             Outcome::PlanChanged { .. } => "plan_changed",
             Outcome::UnknownStep => "unknown_step",
         })

@@ -50,6 +50,8 @@ pub enum StepField {
     Waiting,
     /// Needs that were skipped.
     SkippedNeeds,
+    /// A planner's sub-plan sinks not yet done.
+    SubLeft,
     /// The running attempt's deadline, or the retry's due time.
     Due,
     Output,
@@ -106,6 +108,7 @@ impl Field {
                     StepField::Base => name::step_base(step),
                     StepField::Waiting => name::step_waiting(step),
                     StepField::SkippedNeeds => name::step_skipped_needs(step),
+                    StepField::SubLeft => name::step_sub_left(step),
                     StepField::Due => name::step_deadline(step),
                     StepField::Output => name::step_output(step),
                     StepField::Error => name::step_error(step),

@@ -31,10 +31,48 @@ pub(crate) fn region<'p>(plan: &'p Plan, step: &Step) -> BTreeSet<&'p str> {
     region
 }
 
+/// True when `step` is a sink of its planner's sub-plan: its end may finish the planner.
+fn sub_sink(plan: &Plan, step: &Step) -> bool {
+    step.id.planner().is_some() && plan.dependents(step.id.as_str()).next().is_none()
+}
+
+/// What finishing planner `planner` reads: its sinks left, its sinks' outputs and statuses,
+/// and what its own success reads (its dependents' counts, their region).
+fn planner_reads(plan: &Plan, planner: &str, fields: &mut Vec<Field>) {
+    let Some(step) = plan.step(planner) else {
+        return;
+    };
+    fields.push(Field::step(StepField::SubLeft, planner));
+    for sink in plan.sub_sinks(planner) {
+        fields.push(Field::step(StepField::Status, sink.id.as_str()));
+        fields.push(Field::step(StepField::Output, sink.id.as_str()));
+    }
+    fields.extend(
+        plan.dependents(planner)
+            .map(|dep| Field::step(StepField::Waiting, dep.id.as_str())),
+    );
+    region_reads(plan, step, fields);
+}
+
 /// The facts a success of `step` needs to settle its region: the counts of each step in it,
-/// and for a step with a condition the outputs of its needs and the job input.
+/// for a step with a condition the outputs of its needs and the job input, and for a sink of
+/// a sub-plan what finishing its planner reads.
 pub(crate) fn region_reads(plan: &Plan, step: &Step, fields: &mut Vec<Field>) {
     let region = region(plan, step);
+    let mut planners: BTreeSet<&str> = BTreeSet::new();
+    if sub_sink(plan, step) {
+        planners.extend(step.id.planner());
+    }
+    for id in &region {
+        if let Some(member) = plan.step(id)
+            && sub_sink(plan, member)
+        {
+            planners.extend(member.id.planner());
+        }
+    }
+    for planner in planners {
+        planner_reads(plan, planner, fields);
+    }
     if region.is_empty() {
         return;
     }
@@ -65,6 +103,8 @@ pub(crate) fn region_reads(plan: &Plan, step: &Step, fields: &mut Vec<Field>) {
 pub(crate) struct Settled<'p> {
     pub(crate) start: Vec<(&'p Step, Option<String>)>,
     pub(crate) skipped: Vec<Skip>,
+    /// Planners whose sub-plan this decision finished, with their output.
+    pub(crate) completed: Vec<(String, String)>,
 }
 
 /// Settles the end of `step` (succeeded with `output`) on a running job, writing the count
@@ -78,14 +118,16 @@ pub(crate) fn release<'p>(
 ) -> Settled<'p> {
     let mut walk = Walk {
         facts,
-        output: (step.id.as_str(), output),
+        outputs: vec![(step.id.to_string(), output.to_owned())],
         input: None,
         counts: Vec::new(),
         at: HashMap::new(),
+        sinks_done: HashMap::new(),
         done: HashSet::new(),
         settled: Settled::default(),
     };
     let mut work: Vec<(&'p Step, bool)> = vec![(step, true)];
+    let _ = output;
     while let Some((from, ran)) = work.pop() {
         let taken = match (&from.routes, ran) {
             (Some(routes), true) => {
@@ -101,6 +143,16 @@ pub(crate) fn release<'p>(
             }
             _ => None,
         };
+        if sub_sink(plan, from)
+            && let Some(planner) = from.id.planner().and_then(|id| plan.step(id))
+            && let Some(output) = walk.sink_done(plan, planner, apply)
+        {
+            walk.outputs.push((planner.id.to_string(), output.clone()));
+            walk.settled
+                .completed
+                .push((planner.id.to_string(), output));
+            work.push((planner, true));
+        }
         for dep in plan.dependents(from.id.as_str()) {
             let id = dep.id.as_str();
             let Some(left) = walk.waiting(id) else {
@@ -166,8 +218,10 @@ struct Count {
 
 struct Walk<'p, 'f> {
     facts: &'f Facts,
-    /// The step that succeeded, and its output.
-    output: (&'p str, &'f str),
+    /// Outputs in hand: the step that succeeded, and planners finished in this decision.
+    outputs: Vec<(String, String)>,
+    /// Sinks of each planner's sub-plan done in this decision.
+    sinks_done: HashMap<String, u32>,
     input: Option<Value>,
     /// Count changes, in the order the steps were first reached (decisions are compared
     /// by replay, so their writes come in a stable order).
@@ -225,6 +279,64 @@ impl<'p> Walk<'p, '_> {
         });
     }
 
+    /// A step's output: in hand, or as recorded (`None` for a step that was skipped).
+    fn output_of(&self, id: &str) -> Option<&str> {
+        if let Some((_, raw)) = self.outputs.iter().find(|(known, _)| known == id) {
+            return Some(raw);
+        }
+        if self.settled.skipped.iter().any(|skip| skip.step == id) {
+            return None;
+        }
+        self.facts.step(StepField::Output, id)
+    }
+
+    /// One more sink of `planner`'s sub-plan is done; when it was the last, the planner's
+    /// output: one sink's output, or a map of the sinks' outputs by their sub-plan ids
+    /// (skipped sinks left out; `null` when all were skipped).
+    fn sink_done(&mut self, plan: &Plan, planner: &Step, apply: &mut Apply) -> Option<String> {
+        let id = planner.id.as_str();
+        let done = self.sinks_done.entry(id.to_owned()).or_default();
+        *done += 1;
+        let by = *done;
+        let left = self.facts.step_number(StepField::SubLeft, id);
+        let last = left <= u64::from(by);
+        // Several sinks may end in one decision: the counter is decremented once, by all.
+        apply
+            .counts
+            .retain(|(field, _, _)| *field != Field::step(StepField::SubLeft, id));
+        apply
+            .counts
+            .push((Field::step(StepField::SubLeft, id), by, last));
+        if !last {
+            return None;
+        }
+        let sinks: Vec<&Step> = plan.sub_sinks(id).collect();
+        let ran: Vec<(&str, Value)> = sinks
+            .iter()
+            .filter(|sink| {
+                self.facts.step_status(sink.id.as_str())
+                    != Some(baton_protocol::messages::StepStatus::Skipped)
+            })
+            .filter_map(|sink| {
+                let raw = self.output_of(sink.id.as_str())?;
+                Some((
+                    sink.id.local(),
+                    serde_json::from_str(raw).unwrap_or(Value::Null),
+                ))
+            })
+            .collect();
+        let output = match (sinks.len(), ran.as_slice()) {
+            (_, []) => Value::Null,
+            (1, [(_, one)]) => one.clone(),
+            _ => Value::Object(
+                ran.into_iter()
+                    .map(|(id, value)| (id.to_owned(), value))
+                    .collect(),
+            ),
+        };
+        Some(output.to_string())
+    }
+
     fn ready(&mut self, step: &'p Step, error: Option<String>) {
         self.done.insert(step.id.as_str());
         self.settled.start.push((step, error));
@@ -235,25 +347,21 @@ impl<'p> Walk<'p, '_> {
         let Some(when) = &step.when else {
             return Ok(true);
         };
+        let mut needs = BTreeMap::new();
+        for need in &step.needs {
+            let id = need.as_str();
+            if let Some(raw) = self.output_of(id) {
+                let value = serde_json::from_str(raw).map_err(|e| e.to_string())?;
+                needs.insert(need.local(), value);
+            }
+        }
+        let facts = self.facts;
         let input = self.input.get_or_insert_with(|| {
-            self.facts
+            facts
                 .get(&Field::Input)
                 .and_then(|raw| serde_json::from_str(raw).ok())
                 .unwrap_or(Value::Null)
         });
-        let mut needs = BTreeMap::new();
-        for need in &step.needs {
-            let id = need.as_str();
-            let raw = if id == self.output.0 {
-                Some(self.output.1)
-            } else {
-                self.facts.step(StepField::Output, id)
-            };
-            if let Some(raw) = raw {
-                let value = serde_json::from_str(raw).map_err(|e| e.to_string())?;
-                needs.insert(id, value);
-            }
-        }
         when.eval(input, &needs)
     }
 }

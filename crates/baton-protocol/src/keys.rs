@@ -23,6 +23,7 @@
 //! | `b.<step>` | attempts already spent before the current retry budget (raised by a human retry; absent: 0) |
 //! | `w.<step>` | needs not yet done, succeeded or skipped (absent: waits for nothing; removed when the step is skipped) |
 //! | `k.<step>` | needs that were skipped (absent: 0) |
+//! | `n.<step>` | a planner's sub-plan sinks not yet done (succeeded or skipped) |
 //! | `d.<step>` | due time: attempt deadline while running, retry time while retrying |
 //! | `o.<step>` | output (JSON) |
 //! | `e.<step>` | last error (JSON `{"message","class","retryable"}`) |
@@ -107,6 +108,10 @@ pub mod field {
     /// Needs that were skipped (absent: 0).
     pub fn step_skipped_needs(step: &str) -> String {
         format!("k.{step}")
+    }
+    /// A planner's sub-plan sinks not yet done.
+    pub fn step_sub_left(step: &str) -> String {
+        format!("n.{step}")
     }
     pub fn step_output(step: &str) -> String {
         format!("o.{step}")

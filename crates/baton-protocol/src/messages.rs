@@ -183,6 +183,8 @@ pub enum StepStatus {
     /// The step will not run: a router did not take its branch, its `when` was false, or
     /// every one of its needs was skipped. It counts as done for its dependents.
     Skipped,
+    /// A planner whose sub-plan runs: it succeeds with the sub-plan's output.
+    Expanded,
 }
 
 impl StepStatus {
@@ -196,6 +198,7 @@ impl StepStatus {
             StepStatus::Failed => "failed",
             StepStatus::Cancelled => "cancelled",
             StepStatus::Skipped => "skipped",
+            StepStatus::Expanded => "expanded",
         }
     }
 
@@ -209,6 +212,7 @@ impl StepStatus {
             "failed" => StepStatus::Failed,
             "cancelled" => StepStatus::Cancelled,
             "skipped" => StepStatus::Skipped,
+            "expanded" => StepStatus::Expanded,
             _ => return None,
         })
     }
@@ -534,7 +538,9 @@ impl Event {
             | EventKind::StepDeadLettered { .. }
             | EventKind::StepEscalated { .. }
             | EventKind::StepSkipped { .. }
-            | EventKind::StepCancelled { .. } => 4,
+            | EventKind::StepCancelled { .. }
+            | EventKind::StepExpanded { .. }
+            | EventKind::SubPlanSucceeded { .. } => 4,
             EventKind::EscalationResolved { .. } => 5,
             EventKind::StepSucceeded { human: true, .. } => 6,
             EventKind::JobSucceeded { .. }
@@ -604,6 +610,18 @@ pub enum EventKind {
     },
     /// A rerun took the step's output from `source_job` instead of running it.
     StepReused { step_id: String, source_job: Uuid },
+    /// A planner's output held an accepted sub-plan (`output.plan`), now part of the job as
+    /// `<step_id>/<sub id>` steps.
+    StepExpanded {
+        step_id: String,
+        attempt: u32,
+        /// Steps the sub-plan added.
+        steps: usize,
+        /// The planner's output, as recorded.
+        output: Value,
+    },
+    /// A planner's sub-plan finished: the planner succeeded with its output.
+    SubPlanSucceeded { step_id: String },
     /// A cancel (or the job's deadline) ended the step before it finished; `attempt` is the
     /// running attempt told to stop on `baton.cancel.<agent>`.
     StepCancelled {

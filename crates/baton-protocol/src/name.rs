@@ -118,6 +118,30 @@ impl StepId {
         Ok(Self(raw.to_owned()))
     }
 
+    /// The id of step `sub` of the sub-plan of planner `planner`: `<planner>/<sub>`.
+    pub fn nested(planner: &StepId, sub: &StepId) -> Self {
+        Self(format!("{}/{}", planner.0, sub.0))
+    }
+
+    /// An id as a stored plan holds it: a step id, or a sub-plan step's `<planner>/<sub>`.
+    pub fn stored(raw: &str) -> Result<Self, Error> {
+        match raw.split_once('/') {
+            Some((planner, sub)) => Ok(Self::nested(&Self::new(planner)?, &Self::new(sub)?)),
+            None => Self::new(raw),
+        }
+    }
+
+    /// The planner whose sub-plan holds this step, if it is a sub-plan step.
+    pub fn planner(&self) -> Option<&str> {
+        self.0.split_once('/').map(|(planner, _)| planner)
+    }
+
+    /// The name the step has inside its own (sub-)plan: its id without the planner's prefix.
+    /// Inputs and conditions name needs by it.
+    pub fn local(&self) -> &str {
+        self.0.rsplit_once('/').map_or(&self.0, |(_, sub)| sub)
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }

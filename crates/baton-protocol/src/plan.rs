@@ -76,6 +76,32 @@ pub struct StepSpec {
     /// false ends the step `skipped`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub when: Option<String>,
+    /// Makes the step a planner: its output's `"plan"` is a sub-plan, validated like a
+    /// submitted plan and run inside the job as `<id>/<sub id>`; the step succeeds with the
+    /// sub-plan's output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expand: Option<ExpandSpec>,
+}
+
+/// What a planner's sub-plans may hold.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExpandSpec {
+    /// The only agent types the sub-plan may use.
+    pub allowed_agents: Vec<String>,
+    /// Most steps the sub-plan may have (default 50; at most the plan limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_steps: Option<usize>,
+}
+
+/// Default bound on a sub-plan's steps.
+pub const DEFAULT_EXPAND_MAX_STEPS: usize = 50;
+
+/// A planner's checked bounds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expand {
+    pub allowed_agents: std::collections::BTreeSet<AgentName>,
+    pub max_steps: usize,
 }
 
 /// Exponential backoff with jitter between attempts of one step.
@@ -141,6 +167,8 @@ pub struct Step {
     /// Set for a router.
     pub routes: Option<Routes>,
     pub when: Option<Condition>,
+    /// Set for a planner.
+    pub expand: Option<Expand>,
 }
 
 /// A compiled output schema (compiled once, when the plan is validated).
@@ -251,6 +279,16 @@ pub enum Error {
     InvalidRoutes { step: String, message: String },
     #[error("step {step:?}: when is not a valid condition: {message}")]
     InvalidCondition { step: String, message: String },
+    #[error("step {step:?}: expand {message}")]
+    InvalidExpand { step: String, message: String },
+    #[error(
+        "sub-plan step {step:?} uses agent {agent:?}, which is not in allowed_agents ({allowed})"
+    )]
+    AgentNotAllowed {
+        step: String,
+        agent: String,
+        allowed: String,
+    },
 }
 
 impl Error {
@@ -271,7 +309,10 @@ impl Error {
             Error::InvalidPolicy { .. } => ErrorCode::InvalidPolicy,
             Error::InvalidInput { .. } => ErrorCode::InvalidInputMapping,
             Error::InvalidSchema { .. } => ErrorCode::InvalidOutputSchema,
-            Error::InvalidRoutes { .. } | Error::InvalidCondition { .. } => ErrorCode::InvalidPlan,
+            Error::InvalidRoutes { .. }
+            | Error::InvalidCondition { .. }
+            | Error::InvalidExpand { .. }
+            | Error::AgentNotAllowed { .. } => ErrorCode::InvalidPlan,
         }
     }
 }
@@ -291,7 +332,7 @@ impl Plan {
     pub fn from_stored(json: &str, limits: &Limits) -> Result<Self, Error> {
         let spec: PlanSpec =
             serde_json::from_str(json).map_err(|error| Error::Syntax(error.to_string()))?;
-        Self::new(spec, limits)
+        Self::build(spec, limits, Origin::Stored)
     }
 
     /// Validates a plan given as a JSON value. A JSON string is read as JSON or YAML text.
@@ -308,6 +349,10 @@ impl Plan {
 
     /// Validates a plan spec and derives its graph.
     pub fn new(spec: PlanSpec, limits: &Limits) -> Result<Self, Error> {
+        Self::build(spec, limits, Origin::Submitted)
+    }
+
+    fn build(spec: PlanSpec, limits: &Limits, origin: Origin) -> Result<Self, Error> {
         if spec.steps.is_empty() {
             return Err(Error::Empty);
         }
@@ -319,7 +364,10 @@ impl Plan {
         }
         let mut index = HashMap::with_capacity(spec.steps.len());
         for (i, step) in spec.steps.iter().enumerate() {
-            let id = StepId::new(&step.id)?;
+            let id = match origin {
+                Origin::Submitted => StepId::new(&step.id)?,
+                Origin::Stored => StepId::stored(&step.id)?,
+            };
             if index.insert(id, i).is_some() {
                 return Err(Error::DuplicateStep(step.id.clone()));
             }
@@ -327,7 +375,7 @@ impl Plan {
         let mut steps = Vec::with_capacity(spec.steps.len());
         let mut dependents = vec![Vec::new(); spec.steps.len()];
         for (i, raw) in spec.steps.iter().enumerate() {
-            let step = check_step(raw, &index, limits)?;
+            let step = check_step(raw, &index, limits, origin)?;
             for need in &step.needs {
                 dependents[index[need]].push(i);
             }
@@ -381,9 +429,118 @@ impl Plan {
         }
         let mut spec = self.spec.clone();
         spec.steps.extend(steps);
-        let mut grown = Self::new(spec, limits)?;
+        let mut grown = Self::build(spec, limits, Origin::Stored)?;
         grown.revision = self.revision + 1;
         Ok(grown)
+    }
+
+    /// The plan grown by planner `planner`'s sub-plan `sub` (its output's `"plan"`): the
+    /// sub-plan is validated as if submitted, with the planner as a virtual root its roots
+    /// need (so their inputs and conditions can name it), then checked against the
+    /// planner's `expand` bounds (size, `allowed_agents`, no planner inside: nesting is one
+    /// level) and added as `<planner>/<sub id>` steps; its roots need the planner.
+    pub fn expand(&self, planner: &str, sub: &Value, limits: &Limits) -> Result<Self, Error> {
+        let Some(step) = self.step(planner) else {
+            return Err(Error::UnknownNeed {
+                step: planner.to_owned(),
+                need: planner.to_owned(),
+            });
+        };
+        let Some(bounds) = &step.expand else {
+            return Err(Error::InvalidExpand {
+                step: planner.to_owned(),
+                message: "is not set: the step is no planner".to_owned(),
+            });
+        };
+        let mut spec: PlanSpec = match sub {
+            Value::String(text) => serde_yaml_ng::from_str(text),
+            other => serde_yaml_ng::from_str(&other.to_string()),
+        }
+        .map_err(|error| Error::Syntax(error.to_string()))?;
+        if spec.steps.len() > bounds.max_steps {
+            return Err(Error::TooManySteps {
+                count: spec.steps.len(),
+                limit: bounds.max_steps,
+            });
+        }
+        let local = step.id.local().to_owned();
+        let allowed = || {
+            bounds
+                .allowed_agents
+                .iter()
+                .map(AgentName::as_str)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        for raw in &spec.steps {
+            if !bounds
+                .allowed_agents
+                .iter()
+                .any(|agent| agent.as_str() == raw.agent)
+            {
+                return Err(Error::AgentNotAllowed {
+                    step: raw.id.clone(),
+                    agent: raw.agent.clone(),
+                    allowed: allowed(),
+                });
+            }
+            if raw.expand.is_some() {
+                return Err(Error::InvalidExpand {
+                    step: raw.id.clone(),
+                    message: "is not allowed in a sub-plan (planners nest one level)".to_owned(),
+                });
+            }
+            if raw.id == local {
+                return Err(Error::DuplicateStep(raw.id.clone()));
+            }
+        }
+        // Validated as submitted, the planner standing in as a root.
+        let mut check = spec.clone();
+        for raw in &mut check.steps {
+            if raw.needs.is_empty() {
+                raw.needs.push(local.clone());
+            }
+        }
+        check.steps.push(StepSpec {
+            id: local.clone(),
+            agent: step.agent().to_string(),
+            needs: Vec::new(),
+            input: None,
+            retry: None,
+            timeout_ms: None,
+            output_schema: None,
+            routes: None,
+            when: None,
+            expand: None,
+        });
+        Self::build(check, limits, Origin::Submitted)?;
+        let prefix = |id: &str| format!("{planner}/{id}");
+        for raw in &mut spec.steps {
+            raw.needs = if raw.needs.is_empty() {
+                vec![planner.to_owned()]
+            } else {
+                raw.needs.iter().map(|need| prefix(need)).collect()
+            };
+            if let Some(routes) = &mut raw.routes {
+                for targets in routes.values_mut() {
+                    for target in targets.iter_mut() {
+                        *target = prefix(target);
+                    }
+                }
+            }
+            raw.id = prefix(&raw.id);
+        }
+        let mut limits = *limits;
+        limits.max_steps = limits.max_steps.max(self.steps.len() + spec.steps.len());
+        self.grow(spec.steps, &limits)
+    }
+
+    /// The steps of planner `planner`'s sub-plan nothing else in it needs: its output comes
+    /// from them.
+    pub fn sub_sinks(&self, planner: &str) -> impl Iterator<Item = &Step> {
+        self.steps.iter().enumerate().filter_map(move |(i, step)| {
+            (step.id.planner() == Some(planner) && self.dependents[i].is_empty()).then_some(step)
+        })
     }
 
     /// Steps `grow` added to `base` (the steps after `base`'s).
@@ -470,11 +627,12 @@ impl Plan {
     }
 
     /// Steps nothing depends on: together their outputs are the job's output.
+    /// (A planner's sub-plan steps are not: their output is the planner's.)
     pub fn sinks(&self) -> impl Iterator<Item = &Step> {
         self.steps
             .iter()
             .enumerate()
-            .filter(|(i, _)| self.dependents[*i].is_empty())
+            .filter(|(i, step)| self.dependents[*i].is_empty() && step.id.planner().is_none())
             .map(|(_, s)| s)
     }
 
@@ -528,12 +686,24 @@ impl Plan {
     }
 }
 
+/// Where a plan comes from: a submitter (plain ids only), or the job's store (where a
+/// planner's sub-plan steps are `<planner>/<sub id>`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    Submitted,
+    Stored,
+}
+
 fn check_step(
     raw: &StepSpec,
     index: &HashMap<StepId, usize>,
     limits: &Limits,
+    origin: Origin,
 ) -> Result<Step, Error> {
-    let id = StepId::new(&raw.id)?;
+    let id = match origin {
+        Origin::Submitted => StepId::new(&raw.id)?,
+        Origin::Stored => StepId::stored(&raw.id)?,
+    };
     let agent = AgentName::new(&raw.agent)?;
     if raw.needs.len() > limits.max_needs {
         return Err(Error::TooManyNeeds {
@@ -594,9 +764,14 @@ fn check_step(
             limits.max_timeout_ms
         )));
     }
+    // Inputs and conditions name needs as the step's own (sub-)plan does.
+    let local: Vec<StepId> = needs
+        .iter()
+        .map(|need| StepId::new(need.local()))
+        .collect::<Result<_, _>>()?;
     let input = match &raw.input {
         None => None,
-        Some(template) => Some(InputTemplate::new(template.clone(), &needs).map_err(
+        Some(template) => Some(InputTemplate::new(template.clone(), &local).map_err(
             |message| Error::InvalidInput {
                 step: raw.id.clone(),
                 message,
@@ -618,11 +793,47 @@ fn check_step(
         None => None,
         Some(source) => {
             Some(
-                Condition::new(source, &needs).map_err(|message| Error::InvalidCondition {
+                Condition::new(source, &local).map_err(|message| Error::InvalidCondition {
                     step: raw.id.clone(),
                     message,
                 })?,
             )
+        }
+    };
+    let expand = match &raw.expand {
+        None => None,
+        Some(spec) => {
+            let invalid = |message: String| Error::InvalidExpand {
+                step: raw.id.clone(),
+                message,
+            };
+            if id.planner().is_some() {
+                return Err(invalid(
+                    "is not allowed in a sub-plan (planners nest one level)".into(),
+                ));
+            }
+            if raw.routes.is_some() {
+                return Err(invalid("and routes cannot be on one step".into()));
+            }
+            let allowed_agents = spec
+                .allowed_agents
+                .iter()
+                .map(|agent| AgentName::new(agent))
+                .collect::<Result<std::collections::BTreeSet<_>, _>>()?;
+            if allowed_agents.is_empty() {
+                return Err(invalid("needs at least one of allowed_agents".into()));
+            }
+            let max_steps = spec.max_steps.unwrap_or(DEFAULT_EXPAND_MAX_STEPS);
+            if max_steps == 0 || max_steps > limits.max_steps {
+                return Err(invalid(format!(
+                    "max_steps must be between 1 and {}, got {max_steps}",
+                    limits.max_steps
+                )));
+            }
+            Some(Expand {
+                allowed_agents,
+                max_steps,
+            })
         }
     };
     Ok(Step {
@@ -635,6 +846,7 @@ fn check_step(
         output_schema,
         routes: None,
         when,
+        expand,
     })
 }
 
