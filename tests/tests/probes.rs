@@ -146,3 +146,48 @@ async fn before_connecting_alive_not_ready_and_sigterm_exits_0() {
         assert_eq!(status.code(), Some(0), "{binary}: {status}");
     }
 }
+
+/// The shutdown grace bounds everything: with Redis hung (SIGSTOPped) under a request in
+/// flight, a SIGTERMed coordinator reports `draining`, gives up on the work it cannot finish
+/// (its message is redelivered elsewhere) and on the decision-log flush, and still exits 0
+/// within `--shutdown-grace-secs`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coordinator_exits_0_within_the_grace_even_when_redis_hangs() {
+    let mut fleet = Fleet::start().await;
+    let addr = free_addr();
+    let admin = addr.to_string();
+    let grace = Duration::from_secs(6);
+    let coordinator = fleet.spawn_process(
+        "baton",
+        &[
+            "coordinator",
+            "--admin-addr",
+            &admin,
+            "--shutdown-grace-secs",
+            &grace.as_secs().to_string(),
+            "--drain-timeout-secs",
+            "30",
+        ],
+    );
+    ready(addr).await;
+    fleet.wait_ready().await;
+    fleet.redis.signal(Signal::SIGSTOP).unwrap();
+    // A request whose handler now waits on Redis.
+    let client = fleet.baton.clone();
+    let stuck = tokio::spawn(async move { client.status(uuid::Uuid::now_v7()).await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let signalled = std::time::Instant::now();
+    fleet.signal_process(coordinator, Signal::SIGTERM);
+    wait_probe(addr, "/readyz", 503, "draining", WAIT).await;
+    let status = tokio::task::block_in_place(|| fleet.wait_process(coordinator));
+    let took = signalled.elapsed();
+    assert_eq!(status.code(), Some(0), "{status}");
+    // The process bounds its own work by the grace; the margin is for process teardown on a
+    // busy machine, not for work.
+    assert!(
+        took < grace + Duration::from_secs(3),
+        "exited after {took:?}"
+    );
+    fleet.redis.signal(Signal::SIGCONT).unwrap();
+    stuck.abort();
+}
