@@ -27,6 +27,16 @@ for pair in "baton-protocol tokio" "baton-protocol async-nats" "baton-protocol r
   fi
 done
 
+# The coordinator image's binary (baton-cli without its default feature `dev`) carries no
+# bench, chaos runner, test harness, demo agents or SQLite (issue 14).
+coordinator_only="$(cargo tree --locked -p baton-cli --no-default-features -e normal --prefix none)"
+for crate in rusqlite baton-agents baton-bench baton-chaos baton-harness; do
+  if grep -q "^$crate v" <<<"$coordinator_only"; then
+    echo "boundary violated: baton-cli --no-default-features depends on $crate" >&2
+    exit 1
+  fi
+done
+
 # Multi-process tests start the built binaries.
 cargo build --workspace --bins --locked
 cargo test --workspace --locked

@@ -24,6 +24,51 @@ pub async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
     (status, body.to_owned())
 }
 
+/// [`get`], or `None` when nothing answers at `addr` (yet): a process that has not bound its
+/// admin address, or has exited.
+pub async fn try_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let attempt = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.ok()?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.ok()?;
+        let (head, body) = response.split_once("\r\n\r\n")?;
+        let status = head.split(' ').nth(1)?.parse().ok()?;
+        Some((status, body.to_owned()))
+    };
+    tokio::time::timeout(Duration::from_secs(5), attempt)
+        .await
+        .ok()
+        .flatten()
+}
+
+/// Polls `path` (a probe) until it answers `status` with a body containing `text`; returns
+/// the body. Panics with the last answer after `timeout`.
+pub async fn wait_probe(
+    addr: SocketAddr,
+    path: &str,
+    status: u16,
+    text: &str,
+    timeout: Duration,
+) -> String {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let answer = try_get(addr, path).await;
+        if let Some((got, body)) = &answer
+            && *got == status
+            && body.contains(text)
+        {
+            return body.clone();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{path} of {addr} did not answer {status} {text:?} within {timeout:?}; last: {answer:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// The metrics page of `addr`.
 pub async fn scrape(addr: SocketAddr) -> String {
     let (status, body) = get(addr, "/metrics").await;

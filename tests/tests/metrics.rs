@@ -35,7 +35,7 @@ fn value(page: &str, series: &str) -> f64 {
 async fn metrics_count_a_retry_an_escalation_tokens_and_cost() {
     let mut fleet = Fleet::start().await;
     let coordinator_addr = free_addr();
-    fleet.coordinator_options.metrics_addr = Some(coordinator_addr);
+    fleet.coordinator_options.admin_addr = Some(coordinator_addr);
     // $2 per million input tokens, $10 per million output tokens.
     fleet.coordinator_options.prices.insert(
         "sim-model".into(),
@@ -49,7 +49,7 @@ async fn metrics_count_a_retry_an_escalation_tokens_and_cost() {
     let worker_addr = free_addr();
     let mut options = WorkerOptions::new(AgentName::new("sim").unwrap());
     options.nats.url = fleet.nats.url();
-    options.metrics_addr = Some(worker_addr);
+    options.admin_addr = Some(worker_addr);
     fleet.spawn_worker_with(options, baton_agents::sim::Sim);
 
     // A retry: attempt 1 fails, attempt 2 succeeds; both report 1000 + 100 tokens.
@@ -236,13 +236,13 @@ async fn a_taken_metrics_address_fails_startup() {
     let mut options = baton_coordinator::Options::default();
     options.nats.url = "nats://127.0.0.1:1".into();
     options.redis_url = "redis://127.0.0.1:1".into();
-    options.metrics_addr = Some(addr);
+    options.admin_addr = Some(addr);
     let run = Coordinator::new(options).run(std::future::pending());
     let error = tokio::time::timeout(WAIT, run).await.unwrap().unwrap_err();
     assert!(error.to_string().contains(&addr.to_string()), "{error}");
     let mut options = WorkerOptions::new(AgentName::new("sim").unwrap());
     options.nats.url = "nats://127.0.0.1:1".into();
-    options.metrics_addr = Some(addr);
+    options.admin_addr = Some(addr);
     let run = Worker::new(options, baton_agents::sim::Sim).run(std::future::pending());
     let error = tokio::time::timeout(WAIT, run).await.unwrap().unwrap_err();
     assert!(error.to_string().contains(&addr.to_string()), "{error}");
@@ -262,7 +262,9 @@ async fn a_taken_metrics_address_fails_startup() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(output.status.code(), Some(1), "{binary}: {stderr}");
         assert!(
-            stderr.contains(&format!("cannot serve metrics on {addr}")),
+            stderr.contains(&format!(
+                "cannot serve the admin endpoint (metrics, probes) on {addr}"
+            )),
             "{binary}: {stderr}"
         );
     }

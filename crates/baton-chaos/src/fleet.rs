@@ -36,6 +36,7 @@ impl Fleet {
         workers: usize,
         ack_wait_secs: u64,
         reconcile_after_ms: u64,
+        shutdown_grace_secs: u64,
     ) -> anyhow::Result<Self> {
         let nats = NatsServer::start().context("nats-server")?;
         let redis = RedisServer::start_with(RedisOptions {
@@ -56,6 +57,8 @@ impl Fleet {
                 "coordinator".to_owned(),
                 "--reconcile-after-ms".to_owned(),
                 reconcile_after_ms.to_string(),
+                "--shutdown-grace-secs".to_owned(),
+                shutdown_grace_secs.to_string(),
             ];
             let slot = Slot::new(format!("coordinator-{i}"), bin_dir.join("baton"), args);
             fleet.coordinators.push(slot);
@@ -162,6 +165,18 @@ impl Slot {
             let _ = child.wait();
         }
         self.paused = false;
+    }
+
+    /// SIGTERM, as Kubernetes stops a pod: the process is handed over to wait for (it should
+    /// drain and exit 0), and the slot is free for a replacement.
+    pub(crate) fn terminate(&mut self) -> anyhow::Result<Option<Child>> {
+        let Some(child) = self.child.take() else {
+            return Ok(None);
+        };
+        self.paused = false;
+        baton_harness::signal("baton process", &child, Signal::SIGTERM)
+            .with_context(|| format!("cannot SIGTERM {}", self.name))?;
+        Ok(Some(child))
     }
 
     /// SIGSTOP: the process keeps its connections but does nothing.

@@ -44,16 +44,21 @@ pub enum Fault {
     NatsRestart,
     /// SIGKILL redis-server and restart it from its append-only file.
     RedisRestart,
+    /// SIGTERM the first coordinator and the first worker halfway through, as a rolling
+    /// update does, and start their replacements at once: both must drain and exit 0 within
+    /// the shutdown grace.
+    Sigterm,
 }
 
 impl Fault {
-    pub const ALL: [Fault; 6] = [
+    pub const ALL: [Fault; 7] = [
         Fault::WorkerChurn,
         Fault::Zombie,
         Fault::CoordinatorKill,
         Fault::WorkersDown,
         Fault::NatsRestart,
         Fault::RedisRestart,
+        Fault::Sigterm,
     ];
 
     pub fn name(self) -> &'static str {
@@ -64,6 +69,7 @@ impl Fault {
             Fault::WorkersDown => "workers-down",
             Fault::NatsRestart => "nats-restart",
             Fault::RedisRestart => "redis-restart",
+            Fault::Sigterm => "sigterm",
         }
     }
 }
@@ -98,6 +104,9 @@ pub struct ChaosOptions {
     pub step_ms: u64,
     /// How long to wait, after healing, for every job to finish.
     pub drain_timeout: Duration,
+    /// The coordinators' `--shutdown-grace-secs`: a SIGTERMed process (coordinator or
+    /// worker) that has not exited 0 within it counts as an unclean exit.
+    pub shutdown_grace_secs: u64,
     /// Where the `baton` and `baton-agent-sim` binaries are.
     pub bin_dir: PathBuf,
 }
@@ -114,6 +123,7 @@ impl ChaosOptions {
             ack_wait_secs: 2,
             step_ms: 200,
             drain_timeout: Duration::from_secs(300),
+            shutdown_grace_secs: 10,
             bin_dir,
         }
     }
@@ -159,18 +169,25 @@ pub struct Report {
     pub redispatched: u64,
     /// From the end of healing and submitting until every accepted job had finished.
     pub drain: Duration,
+    /// Processes sent SIGTERM (fault `sigterm`).
+    pub terminated: u64,
+    /// SIGTERMed processes that did not exit 0 within the shutdown grace.
+    pub unclean_exits: u64,
+    /// The longest a SIGTERMed process took to exit.
+    pub slowest_exit: Duration,
 }
 
 impl Report {
-    /// A run passes with nothing lost, duplicated or wrong.
+    /// A run passes with nothing lost, duplicated or wrong, and every SIGTERMed process
+    /// exited 0 within the grace.
     pub fn passed(&self) -> bool {
-        self.lost == 0 && self.duplicates == 0 && self.unexpected == 0
+        self.lost == 0 && self.duplicates == 0 && self.unexpected == 0 && self.unclean_exits == 0
     }
 
     /// The table's header row.
     pub fn header() -> String {
         format!(
-            "{:<17} {:>9} {:>8} {:>9} {:>9} {:>4} {:>10} {:>10} {:>10} {:>10} {:>6} {:>12} {:>8}",
+            "{:<17} {:>9} {:>8} {:>9} {:>9} {:>4} {:>10} {:>10} {:>10} {:>10} {:>6} {:>12} {:>8} {:>14}",
             "fault",
             "submitted",
             "accepted",
@@ -183,7 +200,8 @@ impl Report {
             "redelivered",
             "fenced",
             "redispatched",
-            "drain"
+            "drain",
+            "sigterm exits"
         )
     }
 }
@@ -197,7 +215,7 @@ impl fmt::Display for Report {
         };
         write!(
             f,
-            "{:<17} {:>9} {:>8} {:>9} {:>9} {:>4} {:>10} {:>10} {:>10.3} {:>11} {:>6} {:>12} {:>7.1}s",
+            "{:<17} {:>9} {:>8} {:>9} {:>9} {:>4} {:>10} {:>10} {:>10.3} {:>11} {:>6} {:>12} {:>7.1}s {:>14}",
             self.fault,
             self.submitted,
             self.accepted,
@@ -210,7 +228,17 @@ impl fmt::Display for Report {
             self.redeliveries,
             self.fenced,
             self.redispatched,
-            self.drain.as_secs_f64()
+            self.drain.as_secs_f64(),
+            if self.terminated == 0 {
+                "-".to_owned()
+            } else {
+                format!(
+                    "{}/{} in {:.1}s",
+                    self.terminated - self.unclean_exits,
+                    self.terminated,
+                    self.slowest_exit.as_secs_f64()
+                )
+            }
         )
     }
 }
@@ -257,8 +285,12 @@ struct Observed {
 pub async fn run(options: ChaosOptions) -> anyhow::Result<Report> {
     let reconcile_after_ms = (options.ack_wait_secs * 1000).max(500);
     let bin_dir = options.bin_dir.clone();
-    let (coordinators, workers, ack_wait) =
-        (options.coordinators, options.workers, options.ack_wait_secs);
+    let (coordinators, workers, ack_wait, grace) = (
+        options.coordinators,
+        options.workers,
+        options.ack_wait_secs,
+        options.shutdown_grace_secs,
+    );
     let mut fleet = tokio::task::spawn_blocking(move || {
         Fleet::start(
             &bin_dir,
@@ -266,6 +298,7 @@ pub async fn run(options: ChaosOptions) -> anyhow::Result<Report> {
             workers,
             ack_wait,
             reconcile_after_ms,
+            grace,
         )
     })
     .await??;
@@ -281,7 +314,7 @@ pub async fn run(options: ChaosOptions) -> anyhow::Result<Report> {
     // Submit numbered jobs at a steady pace while the fault runs.
     let submitter = tokio::spawn(submit_all(client.clone(), options.clone()));
     let started = Instant::now();
-    inject(&mut fleet, &options, started).await?;
+    let exits = inject(&mut fleet, &options, started).await?;
     tokio::task::block_in_place(|| fleet.heal())?;
     // Outages slow the submitter down; the drain starts when the fleet is healed and every
     // job has been submitted.
@@ -303,8 +336,24 @@ pub async fn run(options: ChaosOptions) -> anyhow::Result<Report> {
         redispatched: observed.redispatched,
         executions: observed.results.values().sum(),
         redeliveries: observed.results.values().map(|n| n - 1).sum(),
+        terminated: exits.len() as u64,
+        unclean_exits: exits.iter().filter(|exit| !exit.clean).count() as u64,
+        slowest_exit: exits
+            .iter()
+            .map(|exit| exit.after)
+            .max()
+            .unwrap_or_default(),
         ..Report::default()
     };
+    for exit in exits.iter().filter(|exit| !exit.clean) {
+        eprintln!(
+            "chaos: the SIGTERMed {} exited {} after {:.1}s (grace {}s)",
+            exit.process,
+            exit.status,
+            exit.after.as_secs_f64(),
+            options.shutdown_grace_secs
+        );
+    }
     // Every answer beyond an attempt's first was dropped by the broker (same Nats-Msg-Id);
     // the coordinator ignored the others it reports.
     report.fenced = report.redeliveries + observed.fenced;
@@ -425,9 +474,65 @@ async fn submit_all(client: Client, options: ChaosOptions) -> anyhow::Result<Vec
     Ok(accepted)
 }
 
-/// Runs the fault schedule until `options.duration` has passed since `started`.
-async fn inject(fleet: &mut Fleet, options: &ChaosOptions, started: Instant) -> anyhow::Result<()> {
+/// How a SIGTERMed process ended.
+struct Exit {
+    process: &'static str,
+    /// Its exit status, or what happened instead.
+    status: String,
+    after: Duration,
+    /// Exit code 0 within the shutdown grace.
+    clean: bool,
+}
+
+/// Waits for a SIGTERMed process to exit, killing it when it outlives the grace by far.
+async fn wait_exit(
+    process: &'static str,
+    mut child: std::process::Child,
+    signalled: Instant,
+    grace: Duration,
+) -> Exit {
+    // Polled with a generous deadline: a slow exit is measured, not a flaky timeout.
+    let give_up = grace * 2 + Duration::from_secs(10);
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => {
+                let after = signalled.elapsed();
+                return Exit {
+                    process,
+                    status: status.to_string(),
+                    after,
+                    clean: status.code() == Some(0) && after <= grace,
+                };
+            }
+            Ok(None) if signalled.elapsed() < give_up => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            result => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Exit {
+                    process,
+                    status: match result {
+                        Err(error) => format!("unknown ({error})"),
+                        _ => "nothing: still running, killed".into(),
+                    },
+                    after: signalled.elapsed(),
+                    clean: false,
+                };
+            }
+        }
+    }
+}
+
+/// Runs the fault schedule until `options.duration` has passed since `started`; returns how
+/// the processes it SIGTERMed exited.
+async fn inject(
+    fleet: &mut Fleet,
+    options: &ChaosOptions,
+    started: Instant,
+) -> anyhow::Result<Vec<Exit>> {
     let ack_wait = Duration::from_secs(options.ack_wait_secs);
+    let mut exits = Vec::new();
     let mut round = 0usize;
     while started.elapsed() < options.duration {
         let workers = fleet.workers.len().max(1);
@@ -479,10 +584,42 @@ async fn inject(fleet: &mut Fleet, options: &ChaosOptions, started: Instant) -> 
                 tokio::time::sleep(Duration::from_millis(1000)).await;
                 tokio::task::block_in_place(|| fleet.redis.restart())?;
             }
+            Fault::Sigterm => {
+                tokio::time::sleep(options.duration / 2).await;
+                let grace = Duration::from_secs(options.shutdown_grace_secs);
+                let coordinator = fleet.coordinators[0].terminate()?;
+                let worker = fleet.workers[0].terminate()?;
+                let signalled = Instant::now();
+                // Replacements start at once, as a rolling update starts the new pod.
+                tokio::task::block_in_place(|| {
+                    fleet.start_coordinator(0)?;
+                    fleet.start_worker(0)
+                })?;
+                let wait = |process, child| wait_exit(process, child, signalled, grace);
+                let (coordinator, worker) = tokio::join!(
+                    async {
+                        match coordinator {
+                            Some(child) => Some(wait("coordinator", child).await),
+                            None => None,
+                        }
+                    },
+                    async {
+                        match worker {
+                            Some(child) => Some(wait("worker", child).await),
+                            None => None,
+                        }
+                    }
+                );
+                exits.extend(coordinator);
+                exits.extend(worker);
+                // Once per run: the rest of the time is recovery under load.
+                let rest = options.duration.saturating_sub(started.elapsed());
+                tokio::time::sleep(rest).await;
+            }
         }
         round += 1;
     }
-    Ok(())
+    Ok(exits)
 }
 
 /// Waits until every accepted job succeeded or escalated, or the timeout passed; returns each
@@ -590,6 +727,11 @@ mod tests {
             },
             Report {
                 unexpected: 1,
+                ..Report::default()
+            },
+            Report {
+                terminated: 2,
+                unclean_exits: 1,
                 ..Report::default()
             },
         ] {

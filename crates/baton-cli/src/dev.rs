@@ -38,7 +38,7 @@ pub struct DevArgs {
 
 pub(crate) async fn run(args: DevArgs) -> anyhow::Result<i32> {
     // Installed first, so Ctrl-C at any moment stops everything cleanly.
-    let interrupted = baton_agents::cli::shutdown_signal();
+    let interrupted = crate::process::shutdown_signal();
     println!("baton dev: starting nats-server and redis-server on free loopback ports…");
     let (nats, redis) = tokio::task::spawn_blocking(|| -> anyhow::Result<_> {
         Ok((NatsServer::start()?, RedisServer::start()?))

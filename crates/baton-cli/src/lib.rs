@@ -1,12 +1,20 @@
 //! The `baton` command line. Every subcommand is a thin layer over the library crates; the
 //! client subcommands speak only NATS (the contract in `docs/protocol.md`).
+//!
+//! Feature `dev` (on by default) adds what runs servers of its own — `dev`, `replay`,
+//! `bench`, `chaos` — with the demo agents, the test harness, the benchmark and the chaos
+//! runner. Without it (`--no-default-features`) the binary is the coordinator and the client
+//! commands only, as the coordinator's container image carries it; the other subcommands
+//! then exit 64 saying so.
 
 mod client;
 mod coordinator;
+#[cfg(feature = "dev")]
 mod dev;
 mod escalations;
 mod follow;
 mod jobs;
+mod process;
 mod replay;
 mod trace;
 
@@ -36,11 +44,17 @@ pub struct Cli {
     pub command: Command,
 }
 
+// Parsed once per process: the size of the coordinator's variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run everything on this machine: nats-server and redis-server on free ports in a temp
     /// dir, a coordinator and the demo agents; run the demo plan and print the answer.
+    #[cfg(feature = "dev")]
     Dev(dev::DevArgs),
+    #[cfg(not(feature = "dev"))]
+    #[command(hide = true)]
+    Dev(NotBuilt),
     /// Run a coordinator replica.
     Coordinator(coordinator::CoordinatorArgs),
     /// Submit a plan (JSON or YAML file, or `-` for stdin).
@@ -56,7 +70,11 @@ pub enum Command {
     Trace(trace::TraceArgs),
     /// Re-run the orchestrator's decisions for a job offline (on a scratch redis-server)
     /// and report whether each matches the record. Exits 1 on a mismatch.
+    #[cfg(feature = "dev")]
     Replay(replay::ReplayArgs),
+    #[cfg(not(feature = "dev"))]
+    #[command(hide = true)]
+    Replay(NotBuilt),
     /// Start a new job from a recorded one: steps before --from keep their outputs, --from
     /// and everything downstream of it run live.
     Rerun(replay::RerunArgs),
@@ -65,17 +83,45 @@ pub enum Command {
     Escalations(escalations::EscalationsCommand),
     /// Measure step overhead, throughput against the bare ceiling, CPU and memory, on
     /// servers and processes it starts itself (build with --release first).
+    #[cfg(feature = "dev")]
     Bench(BenchArgs),
+    #[cfg(not(feature = "dev"))]
+    #[command(hide = true)]
+    Bench(NotBuilt),
     /// Run numbered jobs through coordinators and workers started as separate processes
     /// while injecting faults; print submitted, lost, duplicated and redelivered work. Exits
     /// 1 when anything was lost, duplicated or wrong.
+    #[cfg(feature = "dev")]
     Chaos(ChaosArgs),
+    #[cfg(not(feature = "dev"))]
+    #[command(hide = true)]
+    Chaos(NotBuilt),
 }
 
+/// The arguments of a subcommand this build leaves out (feature `dev` off): taken as they
+/// come, so the command can say what is missing instead of failing to parse.
+#[cfg(not(feature = "dev"))]
+#[derive(Debug, clap::Args)]
+pub struct NotBuilt {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+    args: Vec<String>,
+}
+
+#[cfg(not(feature = "dev"))]
+fn not_built(command: &str) -> anyhow::Result<i32> {
+    Err(ConfigError(format!(
+        "`baton {command}` is not in this build: it was built without the `dev` feature \
+         (the coordinator image's binary); build with `cargo build -p baton-cli --bin baton` \
+         for the full command"
+    ))
+    .into())
+}
+
+#[cfg(feature = "dev")]
 #[derive(Debug, clap::Args)]
 pub struct ChaosArgs {
     /// Fault schedules to run, one after another (default: all): worker-churn, zombie,
-    /// coordinator-kill, workers-down, nats-restart, redis-restart.
+    /// coordinator-kill, workers-down, nats-restart, redis-restart, sigterm.
     #[arg(long, value_delimiter = ',')]
     pub fault: Vec<baton_chaos::Fault>,
     /// The short variant (seconds per fault), as the test suite runs it.
@@ -95,6 +141,7 @@ pub struct ChaosArgs {
     pub workers: Option<usize>,
 }
 
+#[cfg(feature = "dev")]
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
     /// A small run that checks the benchmark works (CI), not its figures.
@@ -114,6 +161,7 @@ pub struct BenchArgs {
     pub window: Option<usize>,
 }
 
+#[cfg(feature = "dev")]
 async fn bench(args: BenchArgs) -> anyhow::Result<i32> {
     let bin_dir = bin_dir()?;
     let mut options = if args.quick {
@@ -137,6 +185,7 @@ async fn bench(args: BenchArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
+#[cfg(feature = "dev")]
 async fn chaos(args: ChaosArgs) -> anyhow::Result<i32> {
     let bin_dir = bin_dir()?;
     let faults = if args.fault.is_empty() {
@@ -172,6 +221,7 @@ async fn chaos(args: ChaosArgs) -> anyhow::Result<i32> {
 }
 
 /// The directory of this executable, where the other binaries of a build are.
+#[cfg(feature = "dev")]
 fn bin_dir() -> anyhow::Result<std::path::PathBuf> {
     let exe = std::env::current_exe()?;
     Ok(exe
@@ -189,7 +239,7 @@ pub fn main() -> i32 {
     } else {
         "warn"
     };
-    baton_agents::cli::init_logging_at(level);
+    process::init_logging_at(level);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -202,20 +252,35 @@ pub fn main() -> i32 {
     };
     let result = runtime.block_on(async move {
         match cli.command {
+            #[cfg(feature = "dev")]
             Command::Dev(args) => dev::run(args).await,
+            #[cfg(not(feature = "dev"))]
+            Command::Dev(_) => not_built("dev"),
             Command::Coordinator(args) => coordinator::run(&cli.nats, args).await,
             Command::Submit(args) => jobs::submit(&cli.nats, args).await,
             Command::Status(args) => jobs::status(&cli.nats, args).await,
             Command::Cancel(args) => jobs::cancel(&cli.nats, args).await,
             Command::Watch(args) => follow::watch(&cli.nats, args).await,
             Command::Trace(args) => trace::run(&cli.nats, args).await,
+            #[cfg(feature = "dev")]
             Command::Replay(args) => replay::replay(&cli.nats, args).await,
+            #[cfg(not(feature = "dev"))]
+            Command::Replay(_) => not_built("replay"),
             Command::Rerun(args) => replay::rerun(&cli.nats, args).await,
             Command::Escalations(command) => escalations::run(&cli.nats, command).await,
+            #[cfg(feature = "dev")]
             Command::Bench(args) => bench(args).await,
+            #[cfg(not(feature = "dev"))]
+            Command::Bench(_) => not_built("bench"),
+            #[cfg(feature = "dev")]
             Command::Chaos(args) => chaos(args).await,
+            #[cfg(not(feature = "dev"))]
+            Command::Chaos(_) => not_built("chaos"),
         }
     });
+    // Work left on the runtime's blocking pool (a span export to a collector that does not
+    // answer) must not hold the exit past the shutdown grace.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(500));
     match result {
         Ok(code) => code,
         Err(error) => {

@@ -1,7 +1,6 @@
 //! `baton replay` (re-run the orchestrator's decisions offline and compare them with the
 //! record) and `baton rerun` (a new job that reuses a job's outputs up to a step).
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use baton_protocol::messages::RerunRequest;
@@ -10,6 +9,7 @@ use uuid::Uuid;
 
 use crate::ConfigError;
 
+#[cfg(feature = "dev")]
 #[derive(Debug, Args)]
 pub struct ReplayArgs {
     /// Job id.
@@ -17,13 +17,15 @@ pub struct ReplayArgs {
     /// Replay against this plan (JSON or YAML file) instead of the recorded one, e.g. to see
     /// what a changed retry policy would have decided differently.
     #[arg(long)]
-    pub plan: Option<PathBuf>,
+    pub plan: Option<std::path::PathBuf>,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
 }
 
-/// Exit 0 when every decision matches the record, 1 when one does not.
+/// Exit 0 when every decision matches the record, 1 when one does not. (Feature `dev`: it
+/// starts a scratch redis-server with the test harness.)
+#[cfg(feature = "dev")]
 pub(crate) async fn replay(nats: &baton_nats::NatsArgs, args: ReplayArgs) -> anyhow::Result<i32> {
     let plan = args
         .plan

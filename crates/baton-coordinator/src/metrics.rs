@@ -15,12 +15,12 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
-use tokio_util::sync::CancellationToken;
 
 mod queues;
 #[cfg(test)]
 mod tests;
 
+pub(crate) use queues::Exporter;
 use queues::{QueueCollector, Queues};
 
 /// Metric names, in one place (the `_total` suffix of counters and the unit suffix are added
@@ -453,14 +453,9 @@ impl Metrics {
             .get(agent, || Arc::new(AgentSeries::new(&self.families, agent)))
     }
 
-    /// Serves `GET /metrics` from `server` until `stop` is cancelled.
-    pub(crate) fn serve(
-        self: &Arc<Self>,
-        server: baton_metrics::MetricsServer,
-        js: jetstream::Context,
-        stop: CancellationToken,
-    ) -> tokio::task::JoinHandle<()> {
-        server.spawn(Arc::new(queues::Exporter::new(self.clone(), js)), stop)
+    /// What `GET /metrics` answers: these series and the queue depths read from `js`.
+    pub(crate) fn exporter(self: &Arc<Self>, js: jetstream::Context) -> Exporter {
+        Exporter::new(self.clone(), js)
     }
 }
 

@@ -24,6 +24,9 @@ pub struct Options {
     pub redis_user: Option<String>,
     /// Redis password (of `redis_user`, or of the default user); overrides the URL's.
     pub redis_password: Option<Secret>,
+    /// File holding the Redis password (instead of `redis_password`), e.g. a mounted
+    /// Kubernetes Secret; read at start, a trailing newline dropped.
+    pub redis_password_file: Option<PathBuf>,
     /// PEM file of the CA(s) that signed Redis's certificate (needs a `rediss://` URL;
     /// without it the system's roots are used).
     pub redis_tls_ca: Option<PathBuf>,
@@ -50,16 +53,22 @@ pub struct Options {
     /// again at the first check; one that left the broker without a result (acknowledged by
     /// a worker that lost it) on the second check that finds it gone.
     pub reconcile_after_ms: u64,
-    /// How long shutdown waits for in-flight work.
+    /// How long shutdown waits for in-flight work (at most: the shutdown grace bounds it).
     pub drain_timeout_secs: u64,
+    /// Seconds from SIGTERM to exit, everything included (stop pulling, hand back, finish
+    /// in-flight work, flush the decision log and the span exporter). Keep it below the
+    /// orchestrator's kill deadline (Kubernetes: `terminationGracePeriodSeconds`, 30 s).
+    pub shutdown_grace_secs: u64,
     /// Price of each model, by the model name agents report; `"*"` prices any other model.
     /// Usage of an unpriced model is counted with cost 0.
     pub prices: BTreeMap<String, Price>,
     /// Most bytes of decision log kept per job (the newest entries are kept).
     pub max_log_bytes: u64,
-    /// Where to serve Prometheus metrics (`GET /metrics`), e.g. `0.0.0.0:9090`; off when
-    /// missing. Port 0 picks a free port (logged as `Metrics listening`).
-    pub metrics_addr: Option<SocketAddr>,
+    /// Where to serve the admin endpoint — Prometheus metrics (`GET /metrics`) and the
+    /// probes (`GET /livez`, `GET /readyz`) — e.g. `0.0.0.0:9090`; off when missing. Port 0
+    /// picks a free port (logged as `Metrics listening`). `metrics_addr` is its old name.
+    #[serde(alias = "metrics_addr")]
+    pub admin_addr: Option<SocketAddr>,
     /// OTLP/HTTP collector to export job, step and attempt spans to, as a base URL
     /// (`http://collector:4318`; `/v1/traces` is appended). Tracing is off without one.
     pub otlp_endpoint: Option<String>,
@@ -94,6 +103,7 @@ impl Default for Options {
             redis_url: "redis://127.0.0.1:6379".into(),
             redis_user: None,
             redis_password: None,
+            redis_password_file: None,
             redis_tls_ca: None,
             redis_tls_cert: None,
             redis_tls_key: None,
@@ -105,9 +115,10 @@ impl Default for Options {
             timer_lease_ms: 10_000,
             reconcile_after_ms: 15_000,
             drain_timeout_secs: 10,
+            shutdown_grace_secs: 25,
             prices: BTreeMap::new(),
             max_log_bytes: 4 << 20,
-            metrics_addr: None,
+            admin_addr: None,
             otlp_endpoint: None,
         }
     }
@@ -120,6 +131,7 @@ impl fmt::Debug for Options {
             .field("redis_url", &redact_url(&self.redis_url))
             .field("redis_user", &self.redis_user)
             .field("redis_password", &self.redis_password)
+            .field("redis_password_file", &self.redis_password_file)
             .field("redis_tls_ca", &self.redis_tls_ca)
             .field("redis_tls_cert", &self.redis_tls_cert)
             .field("redis_tls_key", &self.redis_tls_key)
@@ -131,9 +143,10 @@ impl fmt::Debug for Options {
             .field("timer_lease_ms", &self.timer_lease_ms)
             .field("reconcile_after_ms", &self.reconcile_after_ms)
             .field("drain_timeout_secs", &self.drain_timeout_secs)
+            .field("shutdown_grace_secs", &self.shutdown_grace_secs)
             .field("prices", &self.prices)
             .field("max_log_bytes", &self.max_log_bytes)
-            .field("metrics_addr", &self.metrics_addr)
+            .field("admin_addr", &self.admin_addr)
             .field(
                 "otlp_endpoint",
                 &self.otlp_endpoint.as_deref().map(redact_url),
@@ -156,6 +169,9 @@ impl Options {
         }
         if self.timer_poll_ms == 0 || self.timer_lease_ms < 1000 {
             return Err("timer_poll_ms must be positive and timer_lease_ms at least 1000".into());
+        }
+        if self.shutdown_grace_secs == 0 {
+            return Err("shutdown_grace_secs must be at least 1".into());
         }
         if self.reconcile_after_ms < 100 {
             return Err("reconcile_after_ms must be at least 100".into());
@@ -197,6 +213,15 @@ impl Options {
                 redact_url(url)
             ));
         }
+        match (&self.redis_password, &self.redis_password_file) {
+            (Some(_), Some(_)) => {
+                return Err("give the Redis password or a file holding it, not both".into());
+            }
+            (None, Some(path)) => {
+                baton_nats::read_secret_file("Redis password file", path)?;
+            }
+            _ => {}
+        }
         let tls_files = [
             &self.redis_tls_ca,
             &self.redis_tls_cert,
@@ -221,6 +246,30 @@ impl Options {
             .and_then(|model| self.prices.get(model))
             .or_else(|| self.prices.get("*"));
         price.map_or(0, |p| p.cost_nanos(usage.input_tokens, usage.output_tokens))
+    }
+
+    /// Reads the secrets given as files (`redis_password_file`) into their values, once, at
+    /// start. (NATS's files are read when connecting, like its nkey and `.creds` files.)
+    pub(crate) fn read_secret_files(&mut self) -> Result<(), String> {
+        if let Some(path) = self.redis_password_file.take() {
+            self.redis_password = Some(baton_nats::read_secret_file("Redis password file", &path)?);
+        }
+        Ok(())
+    }
+
+    /// A copy fit for printing in full (`baton coordinator --print-config`): passwords and
+    /// tokens replaced by [`baton_nats::REDACTED`], URLs redacted.
+    pub fn redacted(&self) -> Self {
+        let hide =
+            |secret: &Option<Secret>| secret.as_ref().map(|_| Secret::new(baton_nats::REDACTED));
+        let mut copy = self.clone();
+        copy.nats.url = redact_url(&copy.nats.url);
+        copy.nats.password = hide(&copy.nats.password);
+        copy.nats.token = hide(&copy.nats.token);
+        copy.redis_url = redact_url(&copy.redis_url);
+        copy.redis_password = hide(&copy.redis_password);
+        copy.otlp_endpoint = copy.otlp_endpoint.as_deref().map(redact_url);
+        copy
     }
 
     pub(crate) fn running_ttl(&self) -> Duration {

@@ -196,6 +196,29 @@ impl Store {
         })
     }
 
+    /// `PING`: whether Redis answers (readiness, `/readyz`).
+    pub(crate) async fn ping(&self) -> Result<(), Error> {
+        let mut conn = self.conn.clone();
+        let _: String = redis::cmd("PING").query_async(&mut conn).await?;
+        Ok(())
+    }
+
+    /// Loads every script into Redis's script cache (`SCRIPT LOAD`, in the least-privilege
+    /// ACL): at start, and when readiness sees Redis again after losing it. A script Redis
+    /// lost anyway is loaded again by the call that meets `NOSCRIPT`.
+    pub(crate) async fn load_scripts(&self) -> Result<(), Error> {
+        let mut conn = self.conn.clone();
+        for script in [
+            &self.scripts.log_trim,
+            &self.scripts.apply,
+            &self.scripts.claim,
+            &self.scripts.settle,
+        ] {
+            script.load_async(&mut conn).await?;
+        }
+        Ok(())
+    }
+
     /// The one way a job changes: reads the facts `cause` needs, decides with
     /// `baton_core::decide`, and applies the decision with the fenced script, in one round
     /// trip together with the timers and escalation index it needs first and the reads its

@@ -1,10 +1,12 @@
 //! Prometheus metrics plumbing shared by the coordinator and the worker SDK: the histogram
 //! buckets every duration uses, the OpenMetrics text encoding, and [`MetricsServer`], the
-//! HTTP endpoint that answers `GET /metrics`.
+//! admin HTTP endpoint that answers `GET /metrics`, `GET /livez` and `GET /readyz` (the
+//! latter from a [`Health`]).
 //!
 //! The metrics themselves live next to the code they describe (`metrics.rs` in
 //! `baton-coordinator` and in `baton-worker`); docs/observability.md lists them all.
 
+mod health;
 mod server;
 
 use std::collections::HashMap;
@@ -16,8 +18,9 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+pub use health::{CHECK_TIMEOUT, Check, CheckFuture, Health};
 pub use prometheus_client;
-pub use server::{Error, MetricsServer, Scrape};
+pub use server::{Error, Late, MetricsServer, Scrape};
 
 /// Content type of the OpenMetrics text format, the body of every `GET /metrics` answer.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";

@@ -1,11 +1,12 @@
-//! The HTTP endpoint: `GET /metrics` answers the OpenMetrics text, any other path 404.
-//! Plain HTTP/1.1 on one listener; it is meant for Prometheus and kubelet-style probes on
-//! a private port, not for the internet.
+//! The admin HTTP endpoint: `GET /metrics` answers the OpenMetrics text, `GET /livez` and
+//! `GET /readyz` the probes (`200 ok`, or `503` and a short reason), any other path 404.
+//! Plain HTTP/1.1 on one listener; it is meant for Prometheus and kubelet probes on a private
+//! port, not for the internet.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -19,15 +20,20 @@ use tokio::net::TcpListener;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
+use crate::Health;
+
 /// Connections served at once; more are closed on accept. Prometheus uses one per target.
 const MAX_CONNECTIONS: usize = 64;
 /// A client that has not sent its request headers by then is disconnected.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Why the metrics endpoint could not start.
+/// How long `/livez` waits for a task spawned on the runtime to run.
+const LIVE_TIMEOUT: Duration = Duration::from_millis(800);
+
+/// Why the admin endpoint could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("cannot serve metrics on {addr}: {source}")]
+    #[error("cannot serve the admin endpoint (metrics, probes) on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
         #[source]
@@ -47,7 +53,42 @@ impl Scrape for Registry {
     }
 }
 
-/// A bound metrics listener. Binding is separate from serving so that a process fails at
+/// A scrape that exists only once the process has connected (the coordinator's reads queue
+/// depths from JetStream): until [`Late::set`], `/metrics` answers an empty page, so the
+/// server can answer probes from the start.
+pub struct Late<S> {
+    scrape: OnceLock<S>,
+}
+
+impl<S> Default for Late<S> {
+    fn default() -> Self {
+        Self {
+            scrape: OnceLock::new(),
+        }
+    }
+}
+
+impl<S> Late<S> {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets the scrape; a second call is ignored.
+    pub fn set(&self, scrape: S) {
+        let _ = self.scrape.set(scrape);
+    }
+}
+
+impl<S: Scrape> Scrape for Late<S> {
+    async fn scrape(&self) -> String {
+        match self.scrape.get() {
+            Some(scrape) => scrape.scrape().await,
+            None => "# EOF\n".to_owned(),
+        }
+    }
+}
+
+/// A bound admin listener (metrics and probes). Binding is separate from serving so that a process fails at
 /// startup, before it connects anywhere, when the address is taken or invalid.
 #[derive(Debug)]
 pub struct MetricsServer {
@@ -61,7 +102,7 @@ impl MetricsServer {
         let bind_error = |source| Error::Bind { addr, source };
         let listener = TcpListener::bind(addr).await.map_err(bind_error)?;
         let addr = listener.local_addr().map_err(bind_error)?;
-        tracing::info!(addr = %addr, "Metrics listening");
+        tracing::info!(addr = %addr, "Metrics listening (and /livez, /readyz)");
         Ok(Self { listener, addr })
     }
 
@@ -70,8 +111,13 @@ impl MetricsServer {
         self.addr
     }
 
-    /// Serves scrapes until `shutdown` is cancelled, then closes every connection.
-    pub async fn serve<S: Scrape>(self, scrape: Arc<S>, shutdown: CancellationToken) {
+    /// Serves scrapes and probes until `shutdown` is cancelled, then closes every connection.
+    pub async fn serve<S: Scrape>(
+        self,
+        scrape: Arc<S>,
+        health: Health,
+        shutdown: CancellationToken,
+    ) {
         let mut connections = JoinSet::new();
         loop {
             let accepted = tokio::select! {
@@ -92,10 +138,14 @@ impl MetricsServer {
                 continue;
             }
             let scrape = scrape.clone();
+            let health = health.clone();
             connections.spawn(async move {
                 let service = hyper::service::service_fn(move |request| {
                     let scrape = scrape.clone();
-                    async move { Ok::<_, Infallible>(respond(scrape.as_ref(), &request).await) }
+                    let health = health.clone();
+                    async move {
+                        Ok::<_, Infallible>(respond(scrape.as_ref(), &health, &request).await)
+                    }
                 });
                 let served = http1::Builder::new()
                     .timer(TokioTimer::new())
@@ -111,16 +161,26 @@ impl MetricsServer {
     }
 
     /// [`MetricsServer::serve`] on its own task.
-    pub fn spawn<S: Scrape>(self, scrape: Arc<S>, shutdown: CancellationToken) -> JoinHandle<()> {
-        tokio::spawn(self.serve(scrape, shutdown))
+    pub fn spawn<S: Scrape>(
+        self,
+        scrape: Arc<S>,
+        health: Health,
+        shutdown: CancellationToken,
+    ) -> JoinHandle<()> {
+        tokio::spawn(self.serve(scrape, health, shutdown))
     }
 }
 
-async fn respond<S: Scrape>(scrape: &S, request: &Request<Incoming>) -> Response<Full<Bytes>> {
-    if request.uri().path() != "/metrics" {
+async fn respond<S: Scrape>(
+    scrape: &S,
+    health: &Health,
+    request: &Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    let path = request.uri().path();
+    if !matches!(path, "/metrics" | "/livez" | "/readyz") {
         return plain(
             StatusCode::NOT_FOUND,
-            "not found; metrics are at /metrics\n",
+            "not found; this server answers /metrics, /livez and /readyz\n",
         );
     }
     // HEAD gets GET's headers; hyper leaves out the body.
@@ -131,6 +191,16 @@ async fn respond<S: Scrape>(scrape: &S, request: &Request<Incoming>) -> Response
             .insert(header::ALLOW, header::HeaderValue::from_static("GET, HEAD"));
         return response;
     }
+    match path {
+        "/livez" => return live().await,
+        "/readyz" => {
+            return match health.ready().await {
+                Ok(()) => plain(StatusCode::OK, "ok\n"),
+                Err(reason) => text(StatusCode::SERVICE_UNAVAILABLE, format!("{reason}\n")),
+            };
+        }
+        _ => {}
+    }
     let body = scrape.scrape().await;
     let mut response = Response::new(Full::new(Bytes::from(body)));
     response.headers_mut().insert(
@@ -140,8 +210,29 @@ async fn respond<S: Scrape>(scrape: &S, request: &Request<Incoming>) -> Response
     response
 }
 
+/// Alive: the runtime still runs tasks. A task spawned now must run within
+/// [`LIVE_TIMEOUT`]; a runtime whose threads are all stuck (a blocking call on every worker
+/// thread, a deadlock) fails the probe, so the kubelet restarts the process.
+async fn live() -> Response<Full<Bytes>> {
+    match tokio::time::timeout(LIVE_TIMEOUT, tokio::spawn(async {})).await {
+        Ok(Ok(())) => plain(StatusCode::OK, "ok\n"),
+        _ => plain(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the event loop is not answering\n",
+        ),
+    }
+}
+
 fn plain(status: StatusCode, text: &'static str) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
+    body(status, Bytes::from_static(text.as_bytes()))
+}
+
+fn text(status: StatusCode, text: String) -> Response<Full<Bytes>> {
+    body(status, Bytes::from(text))
+}
+
+fn body(status: StatusCode, body: Bytes) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(body));
     *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -181,7 +272,7 @@ mod tests {
         let addr = server.local_addr();
         assert_ne!(addr.port(), 0);
         let stop = CancellationToken::new();
-        let served = server.spawn(Arc::new(registry), stop.clone());
+        let served = server.spawn(Arc::new(registry), Health::new(), stop.clone());
 
         let page = get(addr, "GET", "/metrics").await;
         assert!(page.starts_with("HTTP/1.1 200 OK\r\n"), "{page}");
@@ -207,6 +298,57 @@ mod tests {
         stop.cancel();
         served.await.unwrap();
         assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+    }
+
+    struct Up;
+
+    impl crate::Check for Up {
+        fn check(&self) -> crate::CheckFuture<'_> {
+            Box::pin(async { Ok(()) })
+        }
+    }
+
+    #[tokio::test]
+    async fn probes_answer_liveness_and_readiness_with_a_reason() {
+        let server = MetricsServer::bind("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let addr = server.local_addr();
+        let health = Health::new();
+        let late = Arc::new(Late::<Registry>::new());
+        let stop = CancellationToken::new();
+        let served = server.spawn(late.clone(), health.clone(), stop.clone());
+
+        let page = get(addr, "GET", "/livez").await;
+        assert!(page.starts_with("HTTP/1.1 200 OK\r\n"), "{page}");
+        assert!(page.ends_with("\r\n\r\nok\n"), "{page}");
+        health.starting("connecting to NATS");
+        let page = get(addr, "GET", "/readyz").await;
+        assert!(page.starts_with("HTTP/1.1 503 "), "{page}");
+        assert!(page.ends_with("starting: connecting to NATS\n"), "{page}");
+        // Until the scrape is set, an empty page.
+        let page = get(addr, "GET", "/metrics").await;
+        assert!(page.ends_with("\r\n\r\n# EOF\n"), "{page}");
+        let mut registry = Registry::default();
+        registry.register("baton_test_late", "Late", Counter::<u64>::default());
+        late.set(registry);
+        let page = get(addr, "GET", "/metrics").await;
+        assert!(page.contains("baton_test_late_total 0\n"), "{page}");
+
+        health.serving(Up);
+        let page = get(addr, "GET", "/readyz").await;
+        assert!(page.starts_with("HTTP/1.1 200 OK\r\n"), "{page}");
+        assert!(page.ends_with("\r\n\r\nok\n"), "{page}");
+        let page = get(addr, "HEAD", "/readyz").await;
+        assert!(page.starts_with("HTTP/1.1 200 OK\r\n"), "{page}");
+        health.draining();
+        let page = get(addr, "GET", "/readyz").await;
+        assert!(page.starts_with("HTTP/1.1 503 "), "{page}");
+        assert!(page.ends_with("draining\n"), "{page}");
+        let page = get(addr, "GET", "/livez").await;
+        assert!(page.starts_with("HTTP/1.1 200 OK\r\n"), "{page}");
+        stop.cancel();
+        served.await.unwrap();
     }
 
     #[tokio::test]

@@ -5,20 +5,19 @@ use std::path::PathBuf;
 
 use crate::{NatsOptions, Secret};
 
-/// NATS connection flags. Secrets are best passed through the environment (or files: nkey
-/// seeds and `.creds`), since command lines are visible to other users of the machine;
+/// NATS connection flags. Secrets are best passed as files (`--nats-password-file`,
+/// `--nats-token-file`, nkey seeds and `.creds`, e.g. mounted from a Kubernetes Secret) or
+/// through the environment, since command lines are visible to other users of the machine;
 /// `--help` never prints the environment's values.
-#[derive(Debug, Clone, clap::Args)]
+///
+/// No flag has a clap default: a flag or variable that is not given leaves the value of the
+/// layer below (a config file, then the built-in default) in place.
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct NatsArgs {
-    /// NATS server URL(s), comma-separated (`tls://` to require TLS).
-    #[arg(
-        long,
-        global = true,
-        env = "BATON_NATS_URL",
-        default_value = "nats://127.0.0.1:4222",
-        hide_env_values = true
-    )]
-    pub nats_url: String,
+    /// NATS server URL(s), comma-separated (`tls://` to require TLS) [default:
+    /// nats://127.0.0.1:4222].
+    #[arg(long, global = true, env = "BATON_NATS_URL", hide_env_values = true)]
+    pub nats_url: Option<String>,
     /// NATS user name (with --nats-password).
     #[arg(long, global = true, env = "BATON_NATS_USER")]
     pub nats_user: Option<String>,
@@ -30,9 +29,17 @@ pub struct NatsArgs {
         hide_env_values = true
     )]
     pub nats_password: Option<Secret>,
+    /// File holding the password of --nats-user (read once at start; a trailing newline is
+    /// dropped).
+    #[arg(long, global = true, env = "BATON_NATS_PASSWORD_FILE")]
+    pub nats_password_file: Option<PathBuf>,
     /// NATS authentication token.
     #[arg(long, global = true, env = "BATON_NATS_TOKEN", hide_env_values = true)]
     pub nats_token: Option<Secret>,
+    /// File holding the NATS authentication token (read once at start; a trailing newline is
+    /// dropped).
+    #[arg(long, global = true, env = "BATON_NATS_TOKEN_FILE")]
+    pub nats_token_file: Option<PathBuf>,
     /// File holding a NATS nkey seed.
     #[arg(long, global = true, env = "BATON_NATS_NKEY")]
     pub nats_nkey: Option<PathBuf>,
@@ -57,13 +64,22 @@ pub struct NatsArgs {
 }
 
 impl NatsArgs {
-    /// Lays the flags over `options` (e.g. the coordinator's options file): the URL always,
-    /// every other setting when given.
+    /// Lays the flags (and their variables) over `options` (a config file's, or the
+    /// defaults): each setting when given. A password or token given here replaces the
+    /// lower layer's, whether that one was given as a value or as a file.
     pub fn apply(&self, options: &mut NatsOptions) {
-        options.url = self.nats_url.clone();
+        if let Some(url) = &self.nats_url {
+            options.url.clone_from(url);
+        }
         set(&mut options.user, &self.nats_user);
-        set(&mut options.password, &self.nats_password);
-        set(&mut options.token, &self.nats_token);
+        if self.nats_password.is_some() || self.nats_password_file.is_some() {
+            options.password.clone_from(&self.nats_password);
+            options.password_file.clone_from(&self.nats_password_file);
+        }
+        if self.nats_token.is_some() || self.nats_token_file.is_some() {
+            options.token.clone_from(&self.nats_token);
+            options.token_file.clone_from(&self.nats_token_file);
+        }
         set(&mut options.nkey, &self.nats_nkey);
         set(&mut options.creds, &self.nats_creds);
         set(&mut options.tls_ca, &self.nats_tls_ca);

@@ -17,7 +17,7 @@ mod secret;
 #[cfg(feature = "cli")]
 pub use args::NatsArgs;
 pub use options::{NatsOptions, check_tls_files};
-pub use secret::{REDACTED, Secret, redact_url};
+pub use secret::{REDACTED, Secret, read_secret_file, redact_url};
 
 /// Why a NATS setup step failed.
 #[derive(Debug, thiserror::Error)]
@@ -294,6 +294,17 @@ pub async fn round_trip(client: &async_nats::Client, timeout: Duration) -> bool 
         tokio::time::timeout(timeout, echo.next()).await,
         Ok(Some(_))
     )
+}
+
+/// Whether the client's connection to the server is up, for readiness probes (async-nats
+/// tracks it; a connection being re-established counts as down).
+pub fn connected(client: &async_nats::Client) -> Result<(), String> {
+    use async_nats::connection::State;
+    match client.connection_state() {
+        State::Connected => Ok(()),
+        State::Pending => Err("NATS not connected yet".into()),
+        State::Disconnected => Err("NATS disconnected; reconnecting".into()),
+    }
 }
 
 /// The encoding a message declares in its `Content-Type` header.

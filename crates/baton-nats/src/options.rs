@@ -24,8 +24,14 @@ pub struct NatsOptions {
     pub user: Option<String>,
     /// Password of `user`.
     pub password: Option<Secret>,
+    /// File holding the password of `user` (instead of `password`), e.g. a mounted
+    /// Kubernetes Secret; read at start, a trailing newline dropped.
+    pub password_file: Option<PathBuf>,
     /// Authentication token.
     pub token: Option<Secret>,
+    /// File holding the authentication token (instead of `token`); read at start, a
+    /// trailing newline dropped.
+    pub token_file: Option<PathBuf>,
     /// File holding an nkey seed (`SU…`); the server knows the public key.
     pub nkey: Option<PathBuf>,
     /// A `.creds` file (user JWT and nkey seed) for decentralised (operator/JWT) auth.
@@ -50,7 +56,9 @@ impl Default for NatsOptions {
             name: "baton".to_owned(),
             user: None,
             password: None,
+            password_file: None,
             token: None,
+            token_file: None,
             nkey: None,
             creds: None,
             tls_ca: None,
@@ -69,7 +77,9 @@ impl fmt::Debug for NatsOptions {
             .field("name", &self.name)
             .field("user", &self.user)
             .field("password", &self.password)
+            .field("password_file", &self.password_file)
             .field("token", &self.token)
+            .field("token_file", &self.token_file)
             .field("nkey", &self.nkey)
             .field("creds", &self.creds)
             .field("tls_ca", &self.tls_ca)
@@ -165,14 +175,26 @@ impl NatsOptions {
             }
             stripped.push(rest);
         }
+        let password = secret_or_file(
+            "password",
+            self.password.as_ref(),
+            self.password_file.as_deref(),
+            "NATS password file",
+        )?;
+        let token = secret_or_file(
+            "token",
+            self.token.as_ref(),
+            self.token_file.as_deref(),
+            "NATS token file",
+        )?;
         let mut methods = Vec::new();
         if from_url.is_some() {
             methods.push("credentials in the URL");
         }
-        if self.user.is_some() || self.password.is_some() {
+        if self.user.is_some() || password.is_some() {
             methods.push("user/password");
         }
-        if self.token.is_some() {
+        if token.is_some() {
             methods.push("token");
         }
         if self.nkey.is_some() {
@@ -203,14 +225,14 @@ impl NatsOptions {
                 "NATS inbox prefix {prefix:?} is not a subject prefix"
             ));
         }
-        let auth = match (&self.user, &self.password) {
+        let auth = match (&self.user, &password) {
             (Some(user), Some(password)) => {
                 Auth::UserPassword(user.clone(), password.expose().to_owned())
             }
             (Some(_), None) => return Err("a NATS user needs a password".into()),
             (None, Some(_)) => return Err("a NATS password needs a user".into()),
             (None, None) => {
-                if let Some(token) = &self.token {
+                if let Some(token) = &token {
                     Auth::Token(token.expose().to_owned())
                 } else if let Some(path) = &self.nkey {
                     let seed = read("NATS nkey seed file", path)?.trim().to_owned();
@@ -256,6 +278,23 @@ pub fn check_tls_files(
         }
     }
     Ok(())
+}
+
+/// A secret given as a value or as a file, not both; the file is read now.
+fn secret_or_file(
+    name: &str,
+    value: Option<&Secret>,
+    file: Option<&Path>,
+    what: &str,
+) -> Result<Option<Secret>, String> {
+    match (value, file) {
+        (Some(_), Some(_)) => Err(format!(
+            "give the NATS {name} or a file holding it, not both"
+        )),
+        (Some(value), None) => Ok(Some(value.clone())),
+        (None, Some(path)) => crate::read_secret_file(what, path).map(Some),
+        (None, None) => Ok(None),
+    }
 }
 
 fn read(what: &str, path: &Path) -> Result<String, String> {
@@ -322,6 +361,33 @@ mod tests {
         let missing = with(|o| o.tls_ca = Some(dir.path().join("nope.pem")));
         let error = missing.validate().unwrap_err();
         assert!(error.contains("cannot read NATS TLS CA file"), "{error}");
+    }
+
+    #[test]
+    fn passwords_and_tokens_come_from_files_without_their_newline() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("password");
+        std::fs::write(&file, "s3cret\n").unwrap();
+        let options = with(|o| {
+            o.user = Some("u".into());
+            o.password_file = Some(file.clone());
+        });
+        let (auth, _) = options.prepare().unwrap();
+        assert!(matches!(auth, Auth::UserPassword(u, p) if u == "u" && p == "s3cret"));
+        let options = with(|o| o.token_file = Some(file.clone()));
+        let (auth, _) = options.prepare().unwrap();
+        assert!(matches!(auth, Auth::Token(t) if t == "s3cret"));
+        let both = with(|o| {
+            o.token = Some(Secret::new("t"));
+            o.token_file = Some(file.clone());
+        });
+        assert!(both.validate().unwrap_err().contains("not both"));
+        let missing = dir.path().join("nope");
+        let error = with(|o| o.token_file = Some(missing.clone()))
+            .validate()
+            .unwrap_err();
+        assert!(error.contains(&missing.display().to_string()), "{error}");
+        assert!(error.contains("NATS token file"), "{error}");
     }
 
     #[test]

@@ -46,6 +46,19 @@ impl std::str::FromStr for Secret {
     }
 }
 
+/// Reads a secret from a file (a mounted Kubernetes or Docker secret, `*_FILE` variables):
+/// the whole file, less one trailing newline (`\n` or `\r\n`), which editors and `echo`
+/// add. The error names `what` and the file, never its content.
+pub fn read_secret_file(what: &str, path: &std::path::Path) -> Result<Secret, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {what} {}: {e}", path.display()))?;
+    let value = text
+        .strip_suffix('\n')
+        .map(|rest| rest.strip_suffix('\r').unwrap_or(rest))
+        .unwrap_or(&text);
+    Ok(Secret::new(value))
+}
+
 /// The user part of a URL's `user:password@` (or `token@`), split off: `(user, password,
 /// the URL without them)`. A lone `token@` comes back as the password with no user.
 pub(crate) fn split_userinfo(url: &str) -> (Option<&str>, Option<&str>, String) {
@@ -112,6 +125,22 @@ mod tests {
         );
         assert_eq!(redact_url("redis://host/0?x=a@b"), "redis://host/0?x=a@b");
         assert_eq!(redact_url("127.0.0.1:4222"), "127.0.0.1:4222");
+    }
+
+    #[test]
+    fn secret_files_lose_one_trailing_newline() {
+        let dir = tempfile::tempdir().unwrap();
+        for (content, want) in [("p\n", "p"), ("p\r\n", "p"), ("p", "p"), ("p \n\n", "p \n")] {
+            let path = dir.path().join("s");
+            std::fs::write(&path, content).unwrap();
+            assert_eq!(read_secret_file("x", &path).unwrap().expose(), want);
+        }
+        let error = read_secret_file("Redis password file", &dir.path().join("none")).unwrap_err();
+        assert!(
+            error.starts_with("cannot read Redis password file "),
+            "{error}"
+        );
+        assert!(error.contains("none"), "{error}");
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! The worker's Prometheus metrics (`baton_worker_*`), served on `GET /metrics` when
-//! `WorkerOptions::metrics_addr` is set. Every metric is listed in docs/observability.md.
+//! `WorkerOptions::admin_addr` is set. Every metric is listed in docs/observability.md.
 
 use std::sync::Arc;
 use std::time::Duration;

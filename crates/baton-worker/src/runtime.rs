@@ -57,9 +57,10 @@ pub struct WorkerOptions {
     pub worker_id: String,
     /// Largest result accepted; a larger output becomes a non-retryable error.
     pub max_payload_bytes: usize,
-    /// Where to serve Prometheus metrics (`GET /metrics`); off when `None`. Port 0 picks a
-    /// free port (logged as `Metrics listening`).
-    pub metrics_addr: Option<SocketAddr>,
+    /// Where to serve the admin endpoint — Prometheus metrics (`GET /metrics`) and the
+    /// probes (`GET /livez`, `GET /readyz`); off when `None`. Port 0 picks a free port
+    /// (logged as `Metrics listening`).
+    pub admin_addr: Option<SocketAddr>,
 }
 
 impl WorkerOptions {
@@ -77,7 +78,7 @@ impl WorkerOptions {
             drain_timeout: Duration::from_secs(30),
             worker_id,
             max_payload_bytes: Limits::default().max_payload_bytes,
-            metrics_addr: None,
+            admin_addr: None,
         }
     }
 
@@ -127,26 +128,36 @@ impl<A: Agent> Worker<A> {
         }
     }
 
-    /// Serves tasks until `shutdown` completes, then stops pulling and drains.
+    /// Serves tasks until `shutdown` completes, then stops pulling and drains. A `shutdown`
+    /// that completes during startup ends it (`Ok`).
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
         self.options.validate().map_err(Error::Config)?;
-        // Bound first, so a taken or foreign address fails startup before anything connects.
-        let metrics_server = match self.options.metrics_addr {
+        // Bound first, so a taken or foreign address fails startup before anything connects;
+        // served from here on, so `/livez` answers while startup waits for NATS.
+        let admin_server = match self.options.admin_addr {
             Some(addr) => Some(baton_metrics::MetricsServer::bind(addr).await?),
             None => None,
         };
-        let client = baton_nats::connect(&self.options.nats).await?;
-        let js = jetstream::new(client.clone());
-        // Only the streams a worker uses: a least-privilege worker may look up nothing else.
-        baton_nats::ensure_named_streams(&js, &[subject::stream::TASKS, subject::stream::RESULTS])
-            .await?;
-        let consumer_options = AgentConsumerOptions {
-            ack_wait: self.options.ack_wait,
-            max_deliver: self.options.max_deliver,
-            ..AgentConsumerOptions::default()
+        let metrics = WorkerMetrics::new(self.options.agent.as_str());
+        let health = baton_metrics::Health::new();
+        // Cancelled when `run` returns, however it returns: scrapes are answered to the end.
+        let admin_stop = CancellationToken::new().drop_guard();
+        if let Some(server) = admin_server {
+            server.spawn(
+                metrics.registry.clone(),
+                health.clone(),
+                admin_stop.token().clone(),
+            );
+        }
+        tokio::pin!(shutdown);
+        let connected = tokio::select! {
+            connected = self.connect(&health) => connected?,
+            () = &mut shutdown => {
+                tracing::info!("Stopped before the worker was ready");
+                return Ok(());
+            }
         };
-        let consumer =
-            baton_nats::agent_consumer(&js, &self.options.agent, consumer_options).await?;
+        let (client, js, consumer) = connected;
         let shared = Arc::new(Shared {
             options: self.options.clone(),
             agent: self.agent,
@@ -154,7 +165,7 @@ impl<A: Agent> Worker<A> {
             reporting: Arc::new(client.clone()),
             hard_stop: CancellationToken::new(),
             running: Mutex::new(HashMap::new()),
-            metrics: WorkerMetrics::new(self.options.agent.as_str()),
+            metrics,
         });
         // Subscribed before the first task is pulled, so no cancel of a task this worker
         // runs is missed. Core NATS: a notice for a task another worker runs is ignored.
@@ -179,18 +190,10 @@ impl<A: Agent> Worker<A> {
         };
         // Stopped when `run` returns.
         let _listener = tokio_util::task::AbortOnDropHandle::new(listener);
-        // Cancelled when `run` returns, however it returns: scrapes are answered to the end.
-        let metrics_stop = CancellationToken::new().drop_guard();
-        if let Some(server) = metrics_server {
-            server.spawn(
-                shared.metrics.registry.clone(),
-                metrics_stop.token().clone(),
-            );
-        }
         let limit = Arc::new(Semaphore::new(self.options.concurrency));
         let mut tasks = JoinSet::new();
+        health.serving(NatsUp(client.clone()));
         tracing::info!(agent = %self.options.agent, concurrency = self.options.concurrency, "Worker ready");
-        tokio::pin!(shutdown);
         'outer: loop {
             let mut messages = consumer
                 .stream()
@@ -228,6 +231,8 @@ impl<A: Agent> Worker<A> {
                 // Reap finished tasks so the set does not grow without bound.
                 while tasks.try_join_next().is_some() {}
             }
+            // Not ready from now on; the tasks buffered but not started go back to the broker.
+            health.draining();
             baton_nats::hand_back(messages).await;
             break;
         }
@@ -262,6 +267,48 @@ impl<A: Agent> Worker<A> {
         otel::flush().await;
         tracing::info!("Worker stopped");
         Ok(())
+    }
+}
+
+impl<A> Worker<A> {
+    /// Connects, looks up (or declares) the streams a worker uses and binds the agent type's
+    /// consumer, saying in `health` which step is under way.
+    async fn connect(
+        &self,
+        health: &baton_metrics::Health,
+    ) -> Result<
+        (
+            async_nats::Client,
+            jetstream::Context,
+            jetstream::consumer::PullConsumer,
+        ),
+        Error,
+    > {
+        health.starting("connecting to NATS");
+        let client = baton_nats::connect(&self.options.nats).await?;
+        let js = jetstream::new(client.clone());
+        health.starting("binding the task stream's consumer");
+        // Only the streams a worker uses: a least-privilege worker may look up nothing else.
+        baton_nats::ensure_named_streams(&js, &[subject::stream::TASKS, subject::stream::RESULTS])
+            .await?;
+        let consumer_options = AgentConsumerOptions {
+            ack_wait: self.options.ack_wait,
+            max_deliver: self.options.max_deliver,
+            ..AgentConsumerOptions::default()
+        };
+        let consumer =
+            baton_nats::agent_consumer(&js, &self.options.agent, consumer_options).await?;
+        Ok((client, js, consumer))
+    }
+}
+
+/// The worker's readiness check: its consumer is bound (it serves only after that) and its
+/// NATS connection is up.
+struct NatsUp(async_nats::Client);
+
+impl baton_metrics::Check for NatsUp {
+    fn check(&self) -> baton_metrics::CheckFuture<'_> {
+        Box::pin(std::future::ready(baton_nats::connected(&self.0)))
     }
 }
 

@@ -91,7 +91,7 @@ async fn read_queues(js: &jetstream::Context) -> Result<Queues, async_nats::Erro
 
 /// Renders a scrape: refreshes the queue depths when they are older than [`QUEUE_CACHE`]
 /// (waiting at most [`QUEUE_TIMEOUT`]), then encodes the registry.
-pub(super) struct Exporter {
+pub(crate) struct Exporter {
     metrics: Arc<Metrics>,
     js: jetstream::Context,
     /// When the queues were last read (or tried); held while reading, so concurrent scrapes
