@@ -294,3 +294,34 @@ def test_kustomize_overlays():
             if d["metadata"]["labels"].get("app.kubernetes.io/part-of") == "baton":
                 assert env_of(d["spec"]["template"]["spec"]["containers"][0])["BATON_NATS_URL"] == \
                     {"configMapKeyRef": {"name": "baton-endpoints", "key": "nats-url"}}
+
+
+# Variables the binaries are gaining in parallel (issue 14 items 1-3): the admin server, the
+# coordinator's shutdown grace, and secrets from files. Every other BATON_* variable the
+# manifests set must be one a binary declares today (clap `env = "BATON_…"`).
+UPCOMING = {"BATON_ADMIN_ADDR", "BATON_SHUTDOWN_GRACE_SECS", "BATON_REDIS_PASSWORD_FILE",
+            "BATON_NATS_PASSWORD_FILE", "BATON_NATS_TOKEN_FILE"}
+
+
+def _declared_env() -> set[str]:
+    import re
+    names = set()
+    for path in (ROOT / "crates").rglob("*.rs"):
+        names |= set(re.findall(r'env\s*=\s*"(BATON_[A-Z0-9_]+)"', path.read_text()))
+    return names
+
+
+def test_every_variable_set_is_one_a_binary_reads():
+    declared = _declared_env() | UPCOMING
+    assert "BATON_NATS_URL" in declared and "BATON_DRAIN_TIMEOUT_SECS" in declared
+    docs = [*render({}), *render(PROD), *render(KEDA_VALUES), *_kustomize("dev"), *_kustomize("prod")]
+    for d in objects(docs, "Deployment").values():
+        for c in d["spec"]["template"]["spec"]["containers"]:
+            for name in env_of(c):
+                if name.startswith("BATON_"):
+                    assert name in declared, f"{d['metadata']['name']}: {name} is read by no binary"
+    compose = yaml.safe_load((ROOT / "deploy/docker-compose.yml").read_text())
+    for name, svc in compose["services"].items():
+        for var in (svc.get("environment") or {}):
+            if var.startswith("BATON_"):
+                assert var in declared, f"compose {name}: {var} is read by no binary"
