@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Validates every deployment artifact offline, with no cluster, no Docker engine, no registry:
-#   1. renders the Helm chart (helm/baton) with its defaults and with ci/prod-values.yaml, and
+#   1. lints the Helm chart (helm/baton), renders it with its defaults and with ci/prod-values.yaml, and
 #      checks that a bad values file is refused by values.schema.json;
 #   2. renders both kustomize overlays (deploy/overlays/dev, prod) and checks deploy/base is
 #      what the chart generates;
@@ -52,8 +52,9 @@ out="$(mktemp -d)"
 trap 'rm -rf "$out"' EXIT
 mkdir -p "$out/tagged" "$out/pinned"
 
-step "helm: values.schema.json is up to date"
+step "helm: values.schema.json is up to date; helm lint (no warning or error)"
 "$PY" scripts/deploy/gen_schema.py --check
+"$PY" scripts/deploy/render_helm.py helm/baton --lint && echo "  lint clean"
 
 step "helm: render with default values and with helm/baton/ci/prod-values.yaml"
 "$PY" scripts/deploy/render_helm.py helm/baton -o "$out/tagged/helm-default.yaml"

@@ -187,6 +187,18 @@ def render(chart: str, values: dict | None = None) -> tuple[str, str]:
     return manifest, notes
 
 
+def lint(chart: str) -> list[dict]:
+    """`helm lint`'s warnings and errors (severity >= 2); its texts come back empty, so the
+    caller can only say which file they are about."""
+    import helm_sdkpy
+
+    result = helm_sdkpy.Lint(helm_sdkpy.Configuration()).run(str(pathlib.Path(chart).resolve()))
+    if asyncio.iscoroutine(result):
+        result = asyncio.run(result)
+    bad = [m for m in result.get("Messages") or [] if m.get("Severity", 0) >= 2]
+    return bad + [{"Severity": 3, "Path": "?", "Err": e} for e in result.get("Errors") or []]
+
+
 def load_values(files: list[str], set_json: list[str]) -> dict:
     values: dict = {}
     for f in files:
@@ -203,7 +215,13 @@ def main() -> int:
     ap.add_argument("--set-json", action="append", default=[])
     ap.add_argument("-o", "--output")
     ap.add_argument("--notes", action="store_true", help="print NOTES.txt instead")
+    ap.add_argument("--lint", action="store_true", help="run helm lint instead (pass/fail)")
     args = ap.parse_args()
+    if args.lint:
+        problems = lint(args.chart)
+        for p in problems:
+            print(f"helm lint: severity {p['Severity']} in {p['Path']}", file=sys.stderr)
+        return 1 if problems else 0
     try:
         manifest, notes = render(args.chart, load_values(args.values, args.set_json))
     except RenderError as error:
