@@ -218,7 +218,9 @@ pub(crate) fn html(trace: &Trace) -> String {
             AttemptOutcome::Failed
             | AttemptOutcome::Invalid
             | AttemptOutcome::Poison
-            | AttemptOutcome::InvalidOutput => "#c62828",
+            | AttemptOutcome::InvalidOutput
+            | AttemptOutcome::LoopLimit
+            | AttemptOutcome::LoopStalled => "#c62828",
         };
         let mut title = format!(
             "{} attempt {}: {} at +{}, {}",

@@ -134,6 +134,15 @@ pub fn describe(kind: &EventKind) -> String {
         } => format!(
             "{step_id}: attempt {attempt} planned a sub-plan of {steps} steps, accepted (they run as {step_id}/…)"
         ),
+        EventKind::LoopIterated {
+            step_id,
+            attempt,
+            back_to,
+            iteration,
+            ..
+        } => format!(
+            "{step_id}: attempt {attempt} did not meet until; loop runs again from {back_to} (iteration {iteration})"
+        ),
         EventKind::SubPlanSucceeded { step_id } => {
             format!("{step_id}: its sub-plan finished; the planner succeeded with its output")
         }

@@ -82,6 +82,8 @@ pub enum AttemptOutcome {
     Invalid,
     Poison,
     InvalidOutput,
+    LoopLimit,
+    LoopStalled,
 }
 
 impl AttemptOutcome {
@@ -94,6 +96,8 @@ impl AttemptOutcome {
             AttemptOutcome::Invalid => "invalid",
             AttemptOutcome::Poison => "poison",
             AttemptOutcome::InvalidOutput => "invalid_output",
+            AttemptOutcome::LoopLimit => "loop_limit",
+            AttemptOutcome::LoopStalled => "loop_stalled",
         }
     }
 
@@ -104,6 +108,8 @@ impl AttemptOutcome {
             FailureClass::Invalid => AttemptOutcome::Invalid,
             FailureClass::Poison => AttemptOutcome::Poison,
             FailureClass::InvalidOutput => AttemptOutcome::InvalidOutput,
+            FailureClass::LoopLimit => AttemptOutcome::LoopLimit,
+            FailureClass::LoopStalled => AttemptOutcome::LoopStalled,
         }
     }
 }

@@ -595,7 +595,45 @@ impl Engine {
                 )
                 .await;
             }
+            Outcome::Iterated { back_to, iteration } => {
+                // The attempt succeeded (replay takes its cause from this), and the loop
+                // goes round again.
+                self.event_at(
+                    job,
+                    now,
+                    EventKind::StepSucceeded {
+                        step_id: step.id.to_string(),
+                        attempt,
+                        human: false,
+                        report: report(),
+                    },
+                )
+                .await;
+                self.event_at(
+                    job,
+                    now,
+                    EventKind::LoopIterated {
+                        step_id: step.id.to_string(),
+                        attempt,
+                        back_to: back_to.clone(),
+                        iteration: *iteration,
+                        outputs: transition
+                            .loop_outputs
+                            .iter()
+                            .map(|(id, raw)| {
+                                (id.clone(), serde_json::from_str(raw).unwrap_or_default())
+                            })
+                            .collect(),
+                    },
+                )
+                .await;
+            }
             Outcome::Retrying { .. } | Outcome::Escalated => {
+                // A loop may have made a failure of a successful attempt.
+                let outcome = match (&transition.failure, outcome) {
+                    (Some(failure), _) => Err(failure.clone()),
+                    (None, outcome) => outcome,
+                };
                 let class = outcome.as_ref().err().map(|failure| failure.class);
                 if let Err(failure) = outcome {
                     self.event_at(
@@ -1008,6 +1046,7 @@ impl Engine {
         let mut fields = vec![
             keys::field::INPUT.to_owned(),
             keys::field::step_input(step.id.as_str()),
+            keys::field::step_loop_input(step.id.as_str()),
         ];
         fields.extend(
             step.needs
@@ -1018,12 +1057,14 @@ impl Engine {
         let mut values = values.into_iter();
         let job_input = values.next().flatten().unwrap_or_else(|| "null".into());
         let input_override = values.next().flatten();
+        let loop_input = values.next().flatten();
         let item = store::Dispatch {
             step: step.id.to_string(),
             attempt,
             input_override,
             needs: values.collect(),
             fail: None,
+            loop_input,
         };
         Ok((job_input, item))
     }
@@ -1236,7 +1277,11 @@ pub(crate) fn step_input(
                 needs.insert(need.local().to_owned(), output);
             }
         }
-        let rendered = template.render(&input, &needs);
+        let mut rendered = template.render(&input, &needs);
+        if let (Some(raw), Some(object)) = (&item.loop_input, rendered.as_object_mut()) {
+            let value = serde_json::from_str(raw).map_err(|e| e.to_string())?;
+            object.insert("loop".to_owned(), value);
+        }
         return serde_json::value::to_raw_value(&rendered).map_err(|e| e.to_string());
     }
     let mut out = String::with_capacity(
@@ -1268,7 +1313,12 @@ pub(crate) fn step_input(
         out.push_str("\":");
         out.push_str(output);
     }
-    out.push_str("}}");
+    out.push('}');
+    if let Some(raw) = &item.loop_input {
+        out.push_str(",\"loop\":");
+        out.push_str(raw);
+    }
+    out.push('}');
     RawValue::from_string(out).map_err(|e| e.to_string())
 }
 

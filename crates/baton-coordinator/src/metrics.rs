@@ -40,6 +40,7 @@ mod name {
     pub(super) const SKIPPED: &str = "baton_steps_skipped";
     pub(super) const CANCELLED: &str = "baton_steps_cancelled";
     pub(super) const EXPANDED: &str = "baton_steps_expanded";
+    pub(super) const ITERATIONS: &str = "baton_loop_iterations";
     pub(super) const LATENCY: &str = "baton_step_latency";
     pub(super) const OVERHEAD: &str = "baton_step_overhead";
     pub(super) const TOKENS: &str = "baton_tokens";
@@ -131,6 +132,7 @@ struct Families {
     skipped: Family<ReasonLabels, Counter>,
     cancelled: Family<AgentLabels, Counter>,
     expanded: Family<AgentLabels, Counter>,
+    iterations: Family<AgentLabels, Counter>,
     latency: SecondsFamily,
     overhead: SecondsFamily,
     tokens: Family<TokenLabels, Counter>,
@@ -156,6 +158,7 @@ struct AgentSeries {
     skipped: [Counter; SkipReason::ALL.len()],
     cancelled: Counter,
     expanded: Counter,
+    iterations: Counter,
     latency: Histogram,
     overhead: Histogram,
     models: ByName<Arc<ModelSeries>>,
@@ -198,6 +201,7 @@ impl Metrics {
             skipped: Family::default(),
             cancelled: Family::default(),
             expanded: Family::default(),
+            iterations: Family::default(),
             latency: Family::new_with_constructor(seconds),
             overhead: Family::new_with_constructor(seconds),
             tokens: Family::default(),
@@ -284,6 +288,11 @@ impl Metrics {
             "Planner outputs whose sub-plan was accepted and joined the job, by agent type",
             f.expanded.clone(),
         );
+        r.register(
+            name::ITERATIONS,
+            "Loop iterations started again from their back_to (until not met), by the looping step's agent type",
+            f.iterations.clone(),
+        );
         r.register_with_unit(
             name::LATENCY,
             "From an attempt's dispatch to its outcome being recorded, by agent type",
@@ -369,6 +378,10 @@ impl Metrics {
                 series.expanded.inc();
             }
             EventKind::SubPlanSucceeded { .. } => {}
+            EventKind::LoopIterated { step_id, .. } => {
+                // Its attempt's success is counted by its `step_succeeded`.
+                self.agent(agent_of(step_id)).iterations.inc();
+            }
             EventKind::StepCancelled { step_id, .. } => {
                 self.agent(agent_of(step_id)).cancelled.inc();
             }
@@ -510,6 +523,7 @@ impl AgentSeries {
             }),
             cancelled: families.cancelled.get_or_create_owned(&labels),
             expanded: families.expanded.get_or_create_owned(&labels),
+            iterations: families.iterations.get_or_create_owned(&labels),
             latency: families.latency.get_or_create_owned(&labels),
             overhead: families.overhead.get_or_create_owned(&labels),
             models: ByName::default(),

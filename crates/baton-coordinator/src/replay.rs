@@ -188,6 +188,12 @@ fn recorded_decisions(trace: &TraceReply) -> BTreeMap<String, Vec<String>> {
             EventKind::SubPlanSucceeded { step_id } => {
                 (step_id.clone(), (u32::MAX, 1), "sub-plan succeeded".into())
             }
+            EventKind::LoopIterated {
+                step_id,
+                attempt,
+                iteration,
+                ..
+            } => (step_id.clone(), (*attempt, 1), iterated(*iteration)),
             EventKind::JobSucceeded { .. } => ("job".into(), (0, 0), "job succeeded".into()),
             EventKind::JobFailed { .. } => ("job".into(), (0, 0), "job failed".into()),
             EventKind::JobCancelled { .. } => ("job".into(), (0, 0), "job cancelled".into()),
@@ -207,6 +213,10 @@ fn recorded_decisions(trace: &TraceReply) -> BTreeMap<String, Vec<String>> {
 /// A job error of a deadline that passed.
 fn is_deadline(error: &str) -> bool {
     error.starts_with(baton_protocol::ErrorCode::DeadlineExceeded.as_str())
+}
+
+fn iterated(iteration: u32) -> String {
+    format!("iterate (iteration {iteration})")
 }
 
 fn expanded(steps: usize) -> String {
@@ -289,7 +299,7 @@ impl Replay<'_> {
             .transition(self.job, &self.plan, &cause, created)
             .await?;
         self.effects(&transition);
-        for event in events {
+        for (at, event) in events.iter().enumerate() {
             let now = event.ts_ms;
             match &event.kind {
                 EventKind::StepSucceeded {
@@ -306,7 +316,16 @@ impl Replay<'_> {
                         self.decide(step_id, "result for a step the plan lacks".into());
                         continue;
                     };
-                    let output = self.output_of(step_id);
+                    // A step in a loop answered once per iteration: the iteration's end
+                    // recorded what; the last iteration's is the step's output.
+                    let output = events[at..]
+                        .iter()
+                        .find_map(|later| match &later.kind {
+                            EventKind::LoopIterated { outputs, .. } => outputs.get(step_id),
+                            _ => None,
+                        })
+                        .map(serde_json::Value::to_string)
+                        .unwrap_or_else(|| self.output_of(step_id));
                     let outcome = Attempt::Succeeded { output: &output };
                     let transition = self.record(&step, *attempt, outcome, now).await?;
                     self.after_record(&step, *attempt, &transition);
@@ -568,6 +587,7 @@ impl Replay<'_> {
                 self.decide(id, format!("retry as attempt {}", attempt + 1));
             }
             Outcome::Escalated => self.decide(id, format!("escalate after attempt {attempt}")),
+            Outcome::Iterated { iteration, .. } => self.decide(id, iterated(*iteration)),
             Outcome::Succeeded => {}
             other => self.decide(
                 id,

@@ -79,6 +79,10 @@ pub(crate) struct Transition {
     pub(crate) cancelled: Vec<(String, Option<u32>)>,
     /// Planners whose sub-plan it finished.
     pub(crate) completed: Vec<String>,
+    /// The failure a loop made of a successful attempt (its bound, a stall).
+    pub(crate) failure: Option<baton_protocol::messages::Failure>,
+    /// When a loop iterated: its body's outputs of the iteration that ended.
+    pub(crate) loop_outputs: Vec<(String, String)>,
     /// Times the facts changed between read and apply (each was decided again).
     pub(crate) conflicts: u32,
 }
@@ -110,6 +114,9 @@ pub(crate) struct Dispatch {
     /// Set when the attempt fails before it is published (its `when` could not be
     /// evaluated): the executor records this failure instead.
     pub(crate) fail: Option<String>,
+    /// For a loop's head in a later iteration: `{"iteration", "feedback"}`, added to its
+    /// input as `loop`.
+    pub(crate) loop_input: Option<String>,
 }
 
 /// Decision-log entries of one job, to append in one command.
@@ -608,6 +615,9 @@ fn post_reads(plan: &Plan, decision: &Decision) -> Vec<String> {
         let mut seen = std::collections::HashSet::new();
         for start in &decision.dispatch {
             fields.push(Field::step(StepField::Input, &start.step).name());
+            if plan.loop_of_head(&start.step).is_some() {
+                fields.push(Field::step(StepField::LoopInput, &start.step).name());
+            }
             let Some(step) = plan.step(&start.step) else {
                 continue;
             };
@@ -672,6 +682,8 @@ fn transition(
         skipped,
         cancelled,
         completed,
+        failure,
+        loop_outputs,
         ..
     } = decision;
     let ending = ends.map(|end| Ending {
@@ -703,6 +715,7 @@ fn transition(
                 .collect();
             Dispatch {
                 input_override: get(Field::step(StepField::Input, &start.step)),
+                loop_input: get(Field::step(StepField::LoopInput, &start.step)),
                 step: start.step,
                 attempt: start.attempt,
                 needs,
@@ -723,6 +736,8 @@ fn transition(
         skipped,
         cancelled,
         completed,
+        failure,
+        loop_outputs,
         conflicts,
     }
 }

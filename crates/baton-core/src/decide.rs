@@ -167,7 +167,7 @@ pub enum Resolution<'a> {
     Fail { reason: &'a str },
 }
 
-fn step_field(field: StepField, step: &Step) -> Field {
+pub(crate) fn step_field(field: StepField, step: &Step) -> Field {
     Field::step(field, step.id.as_str())
 }
 
@@ -271,14 +271,18 @@ pub fn reads(plan: &Plan, cause: &Cause<'_>) -> Vec<Field> {
     fields
 }
 
-/// What a success reads besides the step: the steps left, its dependents' waiting counts,
-/// and what settling the region its routes and its dependents' conditions may skip needs.
+/// What a success reads besides the step: the steps left, its dependents' waiting counts
+/// (and attempts, in a loop's body), what its loop needs, and what settling the region its
+/// routes and its dependents' conditions may skip needs.
 fn succeed_reads(plan: &Plan, step: &Step, fields: &mut Vec<Field>) {
     fields.push(Field::Left);
-    fields.extend(
-        plan.dependents(step.id.as_str())
-            .map(|dep| step_field(StepField::Waiting, dep)),
-    );
+    for dep in plan.dependents(step.id.as_str()) {
+        fields.push(step_field(StepField::Waiting, dep));
+        if plan.in_loop(dep.id.as_str()) {
+            fields.push(step_field(StepField::Attempt, dep));
+        }
+    }
+    crate::looping::reads(plan, step, fields);
     crate::flow::region_reads(plan, step, fields);
 }
 
@@ -346,6 +350,11 @@ fn decide_on(
             let mut decision = match outcome {
                 Attempt::Succeeded { output } => {
                     record(facts, step, attempt, status, ctx, None, |d, a| {
+                        if crate::looping::on_success(
+                            job, plan, facts, step, attempt, output, d, a, ctx,
+                        ) {
+                            return;
+                        }
                         let ends = succeed(job, plan, facts, step, output, d, a, ctx);
                         d.status = if ends { JobStatus::Succeeded } else { status };
                         d.outcome = Outcome::Succeeded;
@@ -473,7 +482,7 @@ fn guard_step(apply: &mut Apply, facts: &Facts, step: &Step) {
 }
 
 /// Sets the running TTL again once half of it has run since it was last set.
-fn refresh(apply: &mut Apply, facts: &Facts, ctx: &Context) {
+pub(crate) fn refresh(apply: &mut Apply, facts: &Facts, ctx: &Context) {
     if ctx.now.saturating_sub(facts.number(&Field::TtlMark)) >= ctx.running_ttl_ms / 2 {
         expire_running(apply, ctx);
     }
@@ -533,7 +542,7 @@ fn record(
 /// A failed attempt: another attempt after the backoff while the policy allows, else an
 /// escalation to a human. The one place the escalation rule lives.
 #[allow(clippy::too_many_arguments)]
-fn fail(
+pub(crate) fn fail(
     job: Uuid,
     facts: &Facts,
     step: &Step,
@@ -621,12 +630,18 @@ fn succeed(
     let ends = facts.number(&Field::Left) <= u64::from(done);
     apply.counts.insert(mark, (Field::Left, done, ends));
     for (dep, error) in settled.start {
-        start(job, dep, 1, decision, apply, ctx);
+        // A step in a loop's body counts its attempts on across iterations.
+        let attempt = if plan.in_loop(dep.id.as_str()) {
+            facts.attempt(dep.id.as_str()) + 1
+        } else {
+            1
+        };
+        start(job, dep, attempt, decision, apply, ctx);
         if let Some(start) = decision.dispatch.last_mut() {
             start.fail = error;
         }
         apply
-            .set(step_field(StepField::Attempt, dep), "1")
+            .set(step_field(StepField::Attempt, dep), attempt.to_string())
             .set(step_field(StepField::Started, dep), now.clone());
     }
     decision.skipped.extend(settled.skipped);
@@ -669,7 +684,7 @@ fn start_or_wait(
 }
 
 /// Starts `attempt` of `step` now: running, with its deadline, and its timer.
-fn start(
+pub(crate) fn start(
     job: Uuid,
     step: &Step,
     attempt: u32,

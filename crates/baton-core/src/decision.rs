@@ -39,6 +39,11 @@ pub struct Decision {
     pub cancelled: Vec<(String, Option<u32>)>,
     /// Planners whose sub-plan finished in this decision: they succeeded.
     pub completed: Vec<String>,
+    /// Set when the decision turned a successful attempt into a failure (a loop's bound, a
+    /// stalled loop, an `until` that cannot be evaluated).
+    pub failure: Option<baton_protocol::messages::Failure>,
+    /// When a loop iterates: what each step of its body answered in the iteration that ended.
+    pub loop_outputs: Vec<(String, String)>,
 }
 
 impl Decision {
@@ -59,6 +64,8 @@ impl Decision {
             skipped: Vec::new(),
             cancelled: Vec::new(),
             completed: Vec::new(),
+            failure: None,
+            loop_outputs: Vec::new(),
         }
     }
 }
@@ -102,6 +109,8 @@ pub enum Outcome {
     Cancelled,
     /// A planner's sub-plan was accepted: the plan grew to `revision` by `steps` steps.
     Expanded { revision: u32, steps: usize },
+    /// The looping step's `until` did not hold: its body runs again from `back_to`.
+    Iterated { back_to: String, iteration: u32 },
     /// No change: the job's stored plan is at `revision`, not the one decided with. The
     /// caller loads that revision and decides again.
     PlanChanged { revision: u32 },
@@ -124,6 +133,7 @@ impl Outcome {
                 | Outcome::Grown { .. }
                 | Outcome::Cancelled
                 | Outcome::Expanded { .. }
+                | Outcome::Iterated { .. }
         )
     }
 
@@ -247,6 +257,7 @@ impl std::fmt::Display for Outcome {
             Outcome::Grown { .. } => "grown",
             Outcome::Cancelled => "cancelled",
             Outcome::Expanded { .. } => "expanded",
+            Outcome::Iterated { .. } => "iterated",
             Outcome::PlanChanged { .. } => "plan_changed",
             Outcome::UnknownStep => "unknown_step",
         })

@@ -52,6 +52,12 @@ pub enum StepField {
     SkippedNeeds,
     /// A planner's sub-plan sinks not yet done.
     SubLeft,
+    /// A looping step's iteration.
+    Iteration,
+    /// A looping step's earlier outputs (JSON list).
+    Feedback,
+    /// A loop head's `loop` input.
+    LoopInput,
     /// The running attempt's deadline, or the retry's due time.
     Due,
     Output,
@@ -109,6 +115,9 @@ impl Field {
                     StepField::Waiting => name::step_waiting(step),
                     StepField::SkippedNeeds => name::step_skipped_needs(step),
                     StepField::SubLeft => name::step_sub_left(step),
+                    StepField::Iteration => name::step_iteration(step),
+                    StepField::Feedback => name::step_feedback(step),
+                    StepField::LoopInput => name::step_loop_input(step),
                     StepField::Due => name::step_deadline(step),
                     StepField::Output => name::step_output(step),
                     StepField::Error => name::step_error(step),

@@ -13,6 +13,7 @@ mod decision;
 mod facts;
 mod field;
 mod flow;
+mod looping;
 
 pub use decide::{Attempt, Cause, Context, NewJob, Resolution, Usage, decide, reads};
 pub use decision::{Apply, Decision, End, Expire, Outcome, Skip, Start, Started, Timer};

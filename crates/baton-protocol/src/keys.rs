@@ -24,6 +24,8 @@
 //! | `w.<step>` | needs not yet done, succeeded or skipped (absent: waits for nothing; removed when the step is skipped) |
 //! | `k.<step>` | needs that were skipped (absent: 0) |
 //! | `n.<step>` | a planner's sub-plan sinks not yet done (succeeded or skipped) |
+//! | `it.<step>`, `fb.<step>` | a looping step's iteration (absent: 1) and its earlier outputs (JSON list) |
+//! | `l.<step>` | a loop head's `loop` input for its current iteration (`{"iteration","feedback"}`) |
 //! | `d.<step>` | due time: attempt deadline while running, retry time while retrying |
 //! | `o.<step>` | output (JSON) |
 //! | `e.<step>` | last error (JSON `{"message","class","retryable"}`) |
@@ -112,6 +114,18 @@ pub mod field {
     /// A planner's sub-plan sinks not yet done.
     pub fn step_sub_left(step: &str) -> String {
         format!("n.{step}")
+    }
+    /// A looping step's current iteration (absent: 1).
+    pub fn step_iteration(step: &str) -> String {
+        format!("it.{step}")
+    }
+    /// A looping step's outputs of the iterations before (a JSON list).
+    pub fn step_feedback(step: &str) -> String {
+        format!("fb.{step}")
+    }
+    /// What a loop's head gets as `loop` in its input: `{"iteration", "feedback"}`.
+    pub fn step_loop_input(step: &str) -> String {
+        format!("l.{step}")
     }
     pub fn step_output(step: &str) -> String {
         format!("o.{step}")

@@ -268,16 +268,24 @@ pub enum FailureClass {
     /// The output broke the step's control flow: a router's `route` names no branch, or a
     /// condition cannot be evaluated on the recorded outputs.
     InvalidOutput,
+    /// A loop ran `max_iterations` times and its `until` still did not hold (the looping
+    /// step escalates; the message names the loop).
+    LoopLimit,
+    /// A loop's head answered as in the previous iteration: the loop makes no progress (the
+    /// head escalates; the message names the loop).
+    LoopStalled,
 }
 
 impl FailureClass {
     /// Every class, in declaration order: `ALL[c.index()] == c`.
-    pub const ALL: [FailureClass; 5] = [
+    pub const ALL: [FailureClass; 7] = [
         FailureClass::Error,
         FailureClass::Timeout,
         FailureClass::Invalid,
         FailureClass::Poison,
         FailureClass::InvalidOutput,
+        FailureClass::LoopLimit,
+        FailureClass::LoopStalled,
     ];
 
     /// The wire name (as serialized, and as the metrics' `class` label gives it).
@@ -288,6 +296,8 @@ impl FailureClass {
             FailureClass::Invalid => "invalid",
             FailureClass::Poison => "poison",
             FailureClass::InvalidOutput => "invalid_output",
+            FailureClass::LoopLimit => "loop_limit",
+            FailureClass::LoopStalled => "loop_stalled",
         }
     }
 
@@ -540,7 +550,8 @@ impl Event {
             | EventKind::StepSkipped { .. }
             | EventKind::StepCancelled { .. }
             | EventKind::StepExpanded { .. }
-            | EventKind::SubPlanSucceeded { .. } => 4,
+            | EventKind::SubPlanSucceeded { .. }
+            | EventKind::LoopIterated { .. } => 4,
             EventKind::EscalationResolved { .. } => 5,
             EventKind::StepSucceeded { human: true, .. } => 6,
             EventKind::JobSucceeded { .. }
@@ -622,6 +633,18 @@ pub enum EventKind {
     },
     /// A planner's sub-plan finished: the planner succeeded with its output.
     SubPlanSucceeded { step_id: String },
+    /// The looping step `step_id` succeeded and its `until` did not hold: the loop's body
+    /// runs again from `back_to`, as `iteration` (2 for the first repeat).
+    LoopIterated {
+        step_id: String,
+        /// The looping step's attempt that succeeded.
+        attempt: u32,
+        back_to: String,
+        iteration: u32,
+        /// What each step of the loop's body answered in the iteration that ended.
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        outputs: BTreeMap<String, Value>,
+    },
     /// A cancel (or the job's deadline) ended the step before it finished; `attempt` is the
     /// running attempt told to stop on `baton.cancel.<agent>`.
     StepCancelled {

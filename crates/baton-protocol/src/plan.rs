@@ -81,6 +81,35 @@ pub struct StepSpec {
     /// sub-plan's output.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expand: Option<ExpandSpec>,
+    /// Makes the step close a bounded loop: while `until` is false after it succeeds, every
+    /// step from `back_to` to it runs again, at most `max_iterations` times in all.
+    #[serde(default, rename = "loop", skip_serializing_if = "Option::is_none")]
+    pub loop_: Option<LoopSpec>,
+}
+
+/// A bounded loop, as written.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoopSpec {
+    /// The step each new iteration starts from: this step itself, or one it depends on.
+    pub back_to: String,
+    /// CEL over `output` (this step's), `input` and `needs`: true leaves the loop.
+    pub until: String,
+    /// Iterations in all, the first included (required).
+    pub max_iterations: u32,
+}
+
+/// Most iterations a loop may ask for.
+pub const MAX_LOOP_ITERATIONS: u32 = 100;
+
+/// A checked loop: its head, its condition, its bound, and its body (every step on a path
+/// from `back_to` to the looping step, both included, in plan order).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Loop {
+    pub back_to: StepId,
+    pub until: Condition,
+    pub max_iterations: u32,
+    pub body: Vec<StepId>,
 }
 
 /// What a planner's sub-plans may hold.
@@ -169,6 +198,8 @@ pub struct Step {
     pub when: Option<Condition>,
     /// Set for a planner.
     pub expand: Option<Expand>,
+    /// Set for the step that closes a loop.
+    pub loop_: Option<Loop>,
 }
 
 /// A compiled output schema (compiled once, when the plan is validated).
@@ -281,6 +312,8 @@ pub enum Error {
     InvalidCondition { step: String, message: String },
     #[error("step {step:?}: expand {message}")]
     InvalidExpand { step: String, message: String },
+    #[error("step {step:?}: loop {message}")]
+    InvalidLoop { step: String, message: String },
     #[error(
         "sub-plan step {step:?} uses agent {agent:?}, which is not in allowed_agents ({allowed})"
     )]
@@ -312,6 +345,7 @@ impl Error {
             Error::InvalidRoutes { .. }
             | Error::InvalidCondition { .. }
             | Error::InvalidExpand { .. }
+            | Error::InvalidLoop { .. }
             | Error::AgentNotAllowed { .. } => ErrorCode::InvalidPlan,
         }
     }
@@ -405,7 +439,7 @@ impl Plan {
                 })?;
             steps[i].routes = Some(routes);
         }
-        let plan = Self {
+        let mut plan = Self {
             spec,
             steps,
             index,
@@ -415,6 +449,7 @@ impl Plan {
         if let Some(cycle) = plan.find_cycle() {
             return Err(Error::Cycle(cycle));
         }
+        plan.check_loops(limits)?;
         Ok(plan)
     }
 
@@ -512,6 +547,7 @@ impl Plan {
             routes: None,
             when: None,
             expand: None,
+            loop_: None,
         });
         Self::build(check, limits, Origin::Submitted)?;
         let prefix = |id: &str| format!("{planner}/{id}");
@@ -533,6 +569,109 @@ impl Plan {
         let mut limits = *limits;
         limits.max_steps = limits.max_steps.max(self.steps.len() + spec.steps.len());
         self.grow(spec.steps, &limits)
+    }
+
+    /// Checks each `loop` and derives its body.
+    fn check_loops(&mut self, _limits: &Limits) -> Result<(), Error> {
+        let mut loops = Vec::new();
+        for (i, raw) in self.spec.steps.iter().enumerate() {
+            let Some(spec) = &raw.loop_ else {
+                continue;
+            };
+            let invalid = |message: String| Error::InvalidLoop {
+                step: raw.id.clone(),
+                message,
+            };
+            if spec.max_iterations == 0 || spec.max_iterations > MAX_LOOP_ITERATIONS {
+                return Err(invalid(format!(
+                    "max_iterations must be between 1 and {MAX_LOOP_ITERATIONS}, got {}",
+                    spec.max_iterations
+                )));
+            }
+            let id = self.steps[i].id.as_str();
+            let Some(head) = self.step(&spec.back_to) else {
+                return Err(invalid(format!(
+                    "back_to {:?} is not a step of this plan",
+                    spec.back_to
+                )));
+            };
+            let head = head.id.clone();
+            let from_head = self.downstream(head.as_str());
+            if !from_head.contains(id) {
+                return Err(invalid(format!(
+                    "back_to {:?} must be this step or one it depends on",
+                    spec.back_to
+                )));
+            }
+            // On a path from the head to this step: downstream of the head, upstream of it.
+            let body: Vec<StepId> = self
+                .steps
+                .iter()
+                .filter(|s| {
+                    from_head.contains(s.id.as_str()) && self.downstream(s.id.as_str()).contains(id)
+                })
+                .map(|s| s.id.clone())
+                .collect();
+            for member in &body {
+                let step = &self.steps[self.index[member]];
+                if member.as_str() == id {
+                    continue;
+                }
+                if step.routes.is_some()
+                    || step.expand.is_some()
+                    || self.spec.steps[self.index[member]].loop_.is_some()
+                {
+                    return Err(invalid(format!(
+                        "body step {member:?} may not be a router, a planner or another loop"
+                    )));
+                }
+                if let Some(outside) = self
+                    .dependents(member.as_str())
+                    .find(|dep| !body.contains(&dep.id))
+                {
+                    return Err(invalid(format!(
+                        "body step {member:?} is needed by {:?}, outside the loop (only the looping step may have dependents outside it)",
+                        outside.id
+                    )));
+                }
+            }
+            let needs: Vec<StepId> = self.steps[i]
+                .needs
+                .iter()
+                .map(|need| StepId::new(need.local()))
+                .collect::<Result<_, _>>()?;
+            let until = Condition::with_output(&spec.until, &needs)
+                .map_err(|message| invalid(format!("until is not a valid condition: {message}")))?;
+            loops.push((
+                i,
+                Loop {
+                    back_to: head,
+                    until,
+                    max_iterations: spec.max_iterations,
+                    body,
+                },
+            ));
+        }
+        for (i, checked) in loops {
+            self.steps[i].loop_ = Some(checked);
+        }
+        Ok(())
+    }
+
+    /// The step whose loop has `step` as its head (`back_to`), if any.
+    pub fn loop_of_head(&self, step: &str) -> Option<&Step> {
+        self.steps
+            .iter()
+            .find(|s| s.loop_.as_ref().is_some_and(|l| l.back_to.as_str() == step))
+    }
+
+    /// True when `step` is in some loop's body (its attempts count on across iterations).
+    pub fn in_loop(&self, step: &str) -> bool {
+        self.steps.iter().any(|s| {
+            s.loop_
+                .as_ref()
+                .is_some_and(|l| l.body.iter().any(|b| b.as_str() == step))
+        })
     }
 
     /// The steps of planner `planner`'s sub-plan nothing else in it needs: its output comes
@@ -847,6 +986,7 @@ fn check_step(
         routes: None,
         when,
         expand,
+        loop_: None,
     })
 }
 

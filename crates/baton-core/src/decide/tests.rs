@@ -837,3 +837,106 @@ fn a_root_whose_condition_is_false_is_skipped_at_creation() {
     );
     assert_eq!(decision.ends, Some(End::Succeeded));
 }
+
+/// draft → review (loops back to draft, at most 3 iterations) → publish.
+fn looped() -> Plan {
+    Plan::from_value(
+        json!({"steps": [
+            {"id": "draft", "agent": "sim"},
+            {"id": "review", "agent": "sim", "needs": ["draft"],
+             "loop": {"back_to": "draft", "until": "output.approved", "max_iterations": 3}},
+            {"id": "publish", "agent": "sim", "needs": ["review"]},
+        ]}),
+        &Limits::default(),
+    )
+    .expect("valid plan")
+}
+
+fn review_facts(iteration: u32) -> Facts {
+    let attempt = iteration;
+    let mut facts = running("review", attempt);
+    facts.insert(Field::Left, "2");
+    facts.insert(Field::Input, "{}");
+    facts.insert(sf(StepField::Attempt, "draft"), attempt.to_string());
+    facts.insert(sf(StepField::Output, "draft"), r#"{"text":"v"}"#);
+    facts.insert(sf(StepField::Waiting, "publish"), "1");
+    if iteration > 1 {
+        facts.insert(sf(StepField::Iteration, "review"), iteration.to_string());
+        facts.insert(sf(StepField::Feedback, "review"), r#"[{"approved":false}]"#);
+    }
+    facts
+}
+
+#[test]
+fn a_loop_iterates_until_its_condition_holds() {
+    let plan = looped();
+    let no = ok("review", 1, r#"{"approved":false,"n":1}"#);
+    let fields = reads(&plan, &no);
+    assert!(fields.contains(&sf(StepField::Iteration, "review")));
+    assert!(fields.contains(&sf(StepField::Attempt, "draft")));
+    let decision = decide(job(), &plan, &review_facts(1), &no, &CTX);
+    assert_eq!(
+        decision.outcome,
+        Outcome::Iterated {
+            back_to: "draft".into(),
+            iteration: 2
+        }
+    );
+    // The head runs again as attempt 2 with a fresh budget and its loop input.
+    assert_eq!(decision.dispatch.len(), 1);
+    assert_eq!(
+        (decision.dispatch[0].step.as_str(), decision.dispatch[0].attempt),
+        ("draft", 2)
+    );
+    let apply = decision.apply.expect("writes");
+    assert_eq!(get(&apply, &sf(StepField::Base, "draft")), Some("1"));
+    assert_eq!(get(&apply, &sf(StepField::Status, "review")), Some("waiting"));
+    assert_eq!(get(&apply, &sf(StepField::Waiting, "review")), Some("1"));
+    assert_eq!(
+        get(&apply, &sf(StepField::LoopInput, "draft")),
+        Some(r#"{"feedback":[{"approved":false,"n":1}],"iteration":2}"#)
+    );
+    assert!(apply.add.contains(&(Field::Left, 1)));
+    // Its dependents wait: publish is not started.
+    assert!(apply.counts.is_empty());
+
+    // Approved: the loop is left, publish starts.
+    let yes = ok("review", 2, r#"{"approved":true}"#);
+    let decision = decide(job(), &plan, &review_facts(2), &yes, &CTX);
+    assert_eq!(decision.outcome, Outcome::Succeeded);
+    assert_eq!(decision.dispatch[0].step, "publish");
+}
+
+#[test]
+fn a_loop_escalates_at_its_bound_and_when_its_head_stalls() {
+    let plan = looped();
+    let no = ok("review", 3, r#"{"approved":false}"#);
+    let decision = decide(job(), &plan, &review_facts(3), &no, &CTX);
+    assert_eq!(decision.outcome, Outcome::Escalated);
+    let failure = decision.failure.expect("a failure");
+    assert_eq!(failure.class, baton_protocol::messages::FailureClass::LoopLimit);
+    assert!(failure.message.contains("draft -> review"), "{}", failure.message);
+
+    // The head answering as in the iteration before: stalled at once.
+    let mut facts = running("draft", 2);
+    facts.insert(sf(StepField::Output, "draft"), r#"{"text":"v"}"#);
+    facts.insert(sf(StepField::Iteration, "review"), "2");
+    let same = ok("draft", 2, r#"{"text":"v"}"#);
+    let decision = decide(job(), &plan, &facts, &same, &CTX);
+    assert_eq!(decision.outcome, Outcome::Escalated);
+    assert_eq!(
+        decision.failure.expect("a failure").class,
+        baton_protocol::messages::FailureClass::LoopStalled
+    );
+    // Something new: the loop goes on.
+    facts.insert(sf(StepField::Waiting, "review"), "1");
+    facts.insert(sf(StepField::Attempt, "review"), "1");
+    facts.insert(Field::Left, "3");
+    let other = ok("draft", 2, r#"{"text":"w"}"#);
+    let decision = decide(job(), &plan, &facts, &other, &CTX);
+    assert_eq!(decision.outcome, Outcome::Succeeded);
+    assert_eq!(
+        (decision.dispatch[0].step.as_str(), decision.dispatch[0].attempt),
+        ("review", 2)
+    );
+}

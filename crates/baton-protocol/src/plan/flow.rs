@@ -134,17 +134,33 @@ pub struct Condition {
     program: Arc<cel::Program>,
 }
 
-/// The variables a condition may name.
+/// The variables a condition may name; a loop's `until` may name `output` too.
 const CONDITION_VARIABLES: [&str; 2] = ["input", "needs"];
+const UNTIL_VARIABLES: [&str; 3] = ["input", "needs", "output"];
 
 impl Condition {
     /// Compiles `source` and checks what it names: only `input` and `needs`, and
     /// `needs.<id>` only for the step's own needs. (cel-rust has no type checker: a type
     /// error shows at run time, as a failed attempt of class `invalid_output`.)
     pub(crate) fn new(source: &str, needs: &[StepId]) -> Result<Self, String> {
+        Self::compile(source, needs, &CONDITION_VARIABLES)
+    }
+
+    /// A loop's `until`: may name the looping step's `output` too.
+    pub(crate) fn with_output(source: &str, needs: &[StepId]) -> Result<Self, String> {
+        Self::compile(source, needs, &UNTIL_VARIABLES)
+    }
+
+    fn compile(source: &str, needs: &[StepId], variables: &[&str]) -> Result<Self, String> {
         let program = cel::Program::compile(source).map_err(|error| error.to_string())?;
         let mut problem = None;
-        check_names(program.expression(), &mut Vec::new(), needs, &mut problem);
+        check_names(
+            program.expression(),
+            &mut Vec::new(),
+            needs,
+            variables,
+            &mut problem,
+        );
         if let Some(problem) = problem {
             return Err(problem);
         }
@@ -161,7 +177,21 @@ impl Condition {
 
     /// Evaluates the condition; an error names what went wrong (not a bool, a missing field).
     pub fn eval(&self, input: &Value, needs: &BTreeMap<&str, Value>) -> Result<bool, String> {
+        self.eval_with(input, needs, None)
+    }
+
+    /// Evaluates a loop's `until` with the looping step's `output`.
+    pub fn eval_with(
+        &self,
+        input: &Value,
+        needs: &BTreeMap<&str, Value>,
+        output: Option<&Value>,
+    ) -> Result<bool, String> {
         let mut context = cel::Context::default();
+        if let Some(output) = output {
+            let output = cel::to_value(output).map_err(|e| e.to_string())?;
+            context.add_variable_from_value("output", output);
+        }
         let as_cel = |value: &Value| cel::to_value(value).map_err(|e| e.to_string());
         context.add_variable_from_value("input", as_cel(input)?);
         let needs: BTreeMap<String, Value> = needs
@@ -186,6 +216,7 @@ fn check_names(
     expr: &cel::IdedExpr,
     bound: &mut Vec<String>,
     needs: &[StepId],
+    variables: &[&str],
     problem: &mut Option<String>,
 ) {
     use cel::common::ast::{EntryExpr, Expr};
@@ -194,9 +225,10 @@ fn check_names(
     }
     match &expr.expr {
         Expr::Ident(name) => {
-            if !bound.iter().any(|b| b == name) && !CONDITION_VARIABLES.contains(&name.as_str()) {
+            if !bound.iter().any(|b| b == name) && !variables.contains(&name.as_str()) {
                 *problem = Some(format!(
-                    "names {name:?}; a condition may only use input and needs"
+                    "names {name:?}; it may only use {}",
+                    variables.join(", ")
                 ));
             }
         }
@@ -212,19 +244,19 @@ fn check_names(
                 ));
                 return;
             }
-            check_names(&select.operand, bound, needs, problem);
+            check_names(&select.operand, bound, needs, variables, problem);
         }
         Expr::Call(call) => {
             if let Some(target) = &call.target {
-                check_names(target, bound, needs, problem);
+                check_names(target, bound, needs, variables, problem);
             }
             for arg in &call.args {
-                check_names(arg, bound, needs, problem);
+                check_names(arg, bound, needs, variables, problem);
             }
         }
         Expr::Comprehension(comp) => {
-            check_names(&comp.iter_range, bound, needs, problem);
-            check_names(&comp.accu_init, bound, needs, problem);
+            check_names(&comp.iter_range, bound, needs, variables, problem);
+            check_names(&comp.accu_init, bound, needs, variables, problem);
             let depth = bound.len();
             bound.push(comp.iter_var.clone());
             if let Some(second) = &comp.iter_var2 {
@@ -232,30 +264,32 @@ fn check_names(
             }
             bound.push(comp.accu_var.clone());
             for part in [&comp.loop_cond, &comp.loop_step, &comp.result] {
-                check_names(part, bound, needs, problem);
+                check_names(part, bound, needs, variables, problem);
             }
             bound.truncate(depth);
         }
         Expr::List(list) => {
             for element in &list.elements {
-                check_names(element, bound, needs, problem);
+                check_names(element, bound, needs, variables, problem);
             }
         }
         Expr::Map(map) => {
             for entry in &map.entries {
                 match &entry.expr {
                     EntryExpr::MapEntry(e) => {
-                        check_names(&e.key, bound, needs, problem);
-                        check_names(&e.value, bound, needs, problem);
+                        check_names(&e.key, bound, needs, variables, problem);
+                        check_names(&e.value, bound, needs, variables, problem);
                     }
-                    EntryExpr::StructField(f) => check_names(&f.value, bound, needs, problem),
+                    EntryExpr::StructField(f) => {
+                        check_names(&f.value, bound, needs, variables, problem)
+                    }
                 }
             }
         }
         Expr::Struct(s) => {
             for entry in &s.entries {
                 if let EntryExpr::StructField(f) = &entry.expr {
-                    check_names(&f.value, bound, needs, problem);
+                    check_names(&f.value, bound, needs, variables, problem);
                 }
             }
         }
