@@ -885,12 +885,18 @@ fn a_loop_iterates_until_its_condition_holds() {
     // The head runs again as attempt 2 with a fresh budget and its loop input.
     assert_eq!(decision.dispatch.len(), 1);
     assert_eq!(
-        (decision.dispatch[0].step.as_str(), decision.dispatch[0].attempt),
+        (
+            decision.dispatch[0].step.as_str(),
+            decision.dispatch[0].attempt
+        ),
         ("draft", 2)
     );
     let apply = decision.apply.expect("writes");
     assert_eq!(get(&apply, &sf(StepField::Base, "draft")), Some("1"));
-    assert_eq!(get(&apply, &sf(StepField::Status, "review")), Some("waiting"));
+    assert_eq!(
+        get(&apply, &sf(StepField::Status, "review")),
+        Some("waiting")
+    );
     assert_eq!(get(&apply, &sf(StepField::Waiting, "review")), Some("1"));
     assert_eq!(
         get(&apply, &sf(StepField::LoopInput, "draft")),
@@ -914,8 +920,15 @@ fn a_loop_escalates_at_its_bound_and_when_its_head_stalls() {
     let decision = decide(job(), &plan, &review_facts(3), &no, &CTX);
     assert_eq!(decision.outcome, Outcome::Escalated);
     let failure = decision.failure.expect("a failure");
-    assert_eq!(failure.class, baton_protocol::messages::FailureClass::LoopLimit);
-    assert!(failure.message.contains("draft -> review"), "{}", failure.message);
+    assert_eq!(
+        failure.class,
+        baton_protocol::messages::FailureClass::LoopLimit
+    );
+    assert!(
+        failure.message.contains("draft -> review"),
+        "{}",
+        failure.message
+    );
 
     // The head answering as in the iteration before: stalled at once.
     let mut facts = running("draft", 2);
@@ -936,7 +949,10 @@ fn a_loop_escalates_at_its_bound_and_when_its_head_stalls() {
     let decision = decide(job(), &plan, &facts, &other, &CTX);
     assert_eq!(decision.outcome, Outcome::Succeeded);
     assert_eq!(
-        (decision.dispatch[0].step.as_str(), decision.dispatch[0].attempt),
+        (
+            decision.dispatch[0].step.as_str(),
+            decision.dispatch[0].attempt
+        ),
         ("review", 2)
     );
 }
