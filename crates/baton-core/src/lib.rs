@@ -14,6 +14,7 @@ mod facts;
 mod field;
 mod flow;
 mod looping;
+mod write;
 
 pub use decide::{Attempt, Cause, Context, NewJob, Resolution, Usage, decide, reads};
 pub use decision::{Apply, Decision, End, Expire, Outcome, Skip, Start, Started, Timer};

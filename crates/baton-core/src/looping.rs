@@ -12,10 +12,10 @@ use baton_protocol::plan::{Plan, Step};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::decide::{Context, fail, refresh, start, step_field};
 use crate::decision::{Apply, Decision, Outcome};
 use crate::facts::Facts;
 use crate::field::{Field, StepField};
+use crate::write::{Context, fail, refresh, start, step_field};
 
 /// What a success of `step` reads for its loops: as a looping step, its iteration, its
 /// feedback, the input and its needs' outputs (for `until`) and the body's attempts; as a

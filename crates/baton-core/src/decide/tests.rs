@@ -8,7 +8,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::*;
-use crate::decision::{Apply, End, Expire, Outcome};
+use crate::decision::{Apply, End, Expire, Outcome, Start};
 use crate::facts::Facts;
 use crate::field::{Field, StepField};
 
